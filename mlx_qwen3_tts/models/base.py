@@ -1,0 +1,106 @@
+"""Config parsing shared by every component."""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ModelLoadError
+
+
+@dataclass
+class BaseConfig:
+    """A dataclass built from a checkpoint's JSON with `from_dict`.
+
+    Fields without a default are required: a missing one raises `ModelLoadError` naming the file
+    and the field. Unknown keys are ignored (checkpoints carry many unused ones).
+    """
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any], source: str = "config.json"):
+        if not isinstance(params, dict):
+            raise ModelLoadError(f"{source}: expected a JSON object, got {type(params).__name__}.")
+        fields = dataclasses.fields(cls)
+        missing = [
+            f.name
+            for f in fields
+            if f.init
+            and f.name not in params
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ModelLoadError(
+                f"{source} lacks required field(s) {', '.join(missing)}; "
+                "is this a complete Qwen3-TTS 12 Hz checkpoint?"
+            )
+        names = {f.name for f in fields if f.init}
+        kwargs = {k: v for k, v in params.items() if k in names}
+        return cls(**cls._nested(kwargs, source))
+
+    @classmethod
+    def _nested(cls, kwargs: dict[str, Any], source: str) -> dict[str, Any]:
+        """Hook for configs that hold sub-configs: parse them here."""
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def qwen3_block_args(cfg: Any, vocab_size: int):
+    """mlx-lm's Qwen3 block arguments for a talker-like config.
+
+    Talker and code predictor are the same Qwen3 decoder block (q/k RMSNorm, GQA, SwiGLU,
+    rotate-half RoPE), so both reuse `mlx_lm.models.qwen3.TransformerBlock`. The talker's
+    mrope settings reduce to plain 1-D RoPE because its three position streams are identical
+    (dossier §2.2, §6.7), so no rope scaling is passed on.
+    """
+    from mlx_lm.models.qwen3 import ModelArgs
+
+    return ModelArgs(
+        model_type="qwen3",
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        intermediate_size=cfg.intermediate_size,
+        num_attention_heads=cfg.num_attention_heads,
+        rms_norm_eps=cfg.rms_norm_eps,
+        vocab_size=vocab_size,
+        num_key_value_heads=cfg.num_key_value_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        head_dim=cfg.head_dim,
+        tie_word_embeddings=False,
+        rope_theta=cfg.rope_theta,
+    )
+
+
+def check_decoder_config(cfg: Any, source: str) -> None:
+    """Reject decoder settings the port does not implement instead of running them wrongly."""
+    if cfg.hidden_act != "silu":
+        raise ModelLoadError(f"{source}: hidden_act {cfg.hidden_act!r} is not supported (silu).")
+    if cfg.attention_bias:
+        raise ModelLoadError(f"{source}: attention_bias=true is not supported.")
+    if cfg.use_sliding_window:
+        raise ModelLoadError(f"{source}: use_sliding_window=true is not supported.")
+    rope_type = (cfg.rope_scaling or {}).get("rope_type", "default")
+    if rope_type != "default":
+        raise ModelLoadError(f"{source}: rope_scaling type {rope_type!r} is not supported.")
+
+
+def conv_weight_to_mlx(key: str, w, expected: tuple[int, ...], transposed: bool = False):
+    """A PyTorch conv weight in MLX layout `[out, k, in]`, or `w` itself if already there.
+
+    PyTorch stores Conv1d as `[out, in, k]` and ConvTranspose1d as `[in, out, k]`. The layout is
+    told apart by shape against the module's own parameter, which keeps `sanitize` idempotent;
+    a shape that fits both layouts (in == k) cannot be told apart and is refused.
+    """
+    moved = w.transpose(1, 2, 0) if transposed else w.transpose(0, 2, 1)
+    fits_mlx, fits_torch = tuple(w.shape) == tuple(expected), tuple(moved.shape) == tuple(expected)
+    if fits_mlx and fits_torch and moved.shape != w.shape:
+        raise ModelLoadError(f"{key}: shape {tuple(w.shape)} is ambiguous between layouts.")
+    if fits_mlx:
+        return w
+    if fits_torch:
+        return moved
+    raise ModelLoadError(
+        f"{key}: shape {tuple(w.shape)} does not match the model's {tuple(expected)} "
+        "in either PyTorch or MLX layout; the checkpoint does not fit its config."
+    )

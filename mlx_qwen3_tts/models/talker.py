@@ -1,0 +1,135 @@
+"""The talker: a 28-layer Qwen3 decoder over summed text + codec embeddings (dossier §2.1-§2.4).
+
+It predicts codebook 0 of each 80 ms frame; its post-norm hidden state conditions the code
+predictor, which fills in codebooks 1..15.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.models.base import create_attention_mask
+from mlx_lm.models.cache import KVCache
+from mlx_lm.models.qwen3 import TransformerBlock
+
+from .base import BaseConfig, check_decoder_config, qwen3_block_args
+from .code_predictor import CodePredictor, CodePredictorConfig
+
+
+@dataclass
+class TalkerConfig(BaseConfig):
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    rms_norm_eps: float
+    rope_theta: float
+    vocab_size: int
+    text_vocab_size: int
+    text_hidden_size: int
+    num_code_groups: int
+    codec_pad_id: int
+    codec_bos_id: int
+    codec_eos_token_id: int
+    codec_think_id: int
+    codec_nothink_id: int
+    codec_think_bos_id: int
+    codec_think_eos_id: int
+    codec_language_id: dict[str, int]
+    code_predictor_config: CodePredictorConfig
+    head_dim: int | None = None  # the reference falls back to hidden/heads
+    spk_id: dict[str, int] = field(default_factory=dict)
+    spk_is_dialect: dict[str, Any] = field(default_factory=dict)
+    max_position_embeddings: int = 32768
+    hidden_act: str = "silu"
+    attention_bias: bool = False
+    use_sliding_window: bool = False
+    rope_scaling: dict[str, Any] | None = None
+
+    def __post_init__(self):
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def _nested(cls, kwargs, source):
+        cp_source = f"{source} (code_predictor_config)"
+        cp = CodePredictorConfig.from_dict(kwargs["code_predictor_config"], cp_source)
+        check_decoder_config(cp, cp_source)
+        return {**kwargs, "code_predictor_config": cp}
+
+
+class ResizeMLP(nn.Module):
+    """`text_projection`: text width -> talker width, fc2(silu(fc1(x)))."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.linear_fc1 = nn.Linear(in_dim, hidden_dim)
+        self.linear_fc2 = nn.Linear(hidden_dim, out_dim)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.linear_fc2(nn.silu(self.linear_fc1(x)))
+
+
+class TalkerModel(nn.Module):
+    def __init__(self, config: TalkerConfig):
+        super().__init__()
+        args = qwen3_block_args(config, config.vocab_size)
+        self.codec_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.text_embedding = nn.Embedding(config.text_vocab_size, config.text_hidden_size)
+        self.layers = [TransformerBlock(args) for _ in range(config.num_hidden_layers)]
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def __call__(
+        self, inputs_embeds: mx.array, cache: list[Any] | None = None, mask: Any = None
+    ) -> mx.array:
+        h = inputs_embeds
+        if cache is None:
+            cache = [None] * len(self.layers)
+        if mask is None:
+            mask = create_attention_mask(h, cache[0])
+        for layer, c in zip(self.layers, cache):
+            h = layer(h, mask, c)
+        return self.norm(h)
+
+
+class Talker(nn.Module):
+    def __init__(self, config: TalkerConfig):
+        super().__init__()
+        self.config = config
+        self.model = TalkerModel(config)
+        self.text_projection = ResizeMLP(
+            config.text_hidden_size, config.text_hidden_size, config.hidden_size
+        )
+        self.codec_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.code_predictor = CodePredictor(config.code_predictor_config, config.hidden_size)
+
+    @property
+    def layers(self):
+        return self.model.layers
+
+    def make_cache(self) -> list[KVCache]:
+        return [KVCache() for _ in self.model.layers]
+
+    def embed_text(self, ids: mx.array) -> mx.array:
+        """T(ids): projected text embeddings, `[..., H]`."""
+        return self.text_projection(self.model.text_embedding(ids))
+
+    def embed_codec(self, ids: mx.array) -> mx.array:
+        """C(ids): talker codec embeddings, `[..., H]`."""
+        return self.model.codec_embedding(ids)
+
+    def embed_frame(self, codes: mx.array) -> mx.array:
+        """Sum of the 16 code embeddings of frames `[..., G]` -> `[..., H]` (dossier §2.4)."""
+        h = self.embed_codec(codes[..., 0])
+        for g, emb in enumerate(self.code_predictor.model.codec_embedding):
+            h = h + emb(codes[..., g + 1])
+        return h
+
+    def __call__(
+        self, inputs_embeds: mx.array, cache: list[Any] | None = None, mask: Any = None
+    ) -> tuple[mx.array, mx.array]:
+        """Returns `(logits [B, L, Vc], hidden [B, L, H])`, hidden being post-final-norm."""
+        h = self.model(inputs_embeds, cache, mask)
+        return self.codec_head(h), h
