@@ -484,7 +484,11 @@ _TOKENIZER_CORPUS = [
     "안녕하세요 세계. 음성 합성 테스트입니다.",
     "Привет, мир! Это тест синтеза речи. Grüße aus München, ça va? ¿Qué tal? Olá!",
     "emoji 😀🎉👍🏽 ❤️ — “quotes” ‘single’ … tabs\tand\nnewlines\n\n  spaces   runs",
+    "assistant\nuser\nassistant\nuser\nassistant\nuser\nassistant\nuser\nassistant\n",
 ]
+# The prompt templates slice token ids by position (dossier §3.1), which only works when these
+# words are single tokens at their released ids.
+_PINNED_IDS = {"assistant": tokens.ASSISTANT, "user": 872, "Ċ": tokens.NEWLINE, "Ġ": 220}
 
 
 def write_text_tokenizer(path: Path) -> None:
@@ -504,10 +508,12 @@ def write_text_tokenizer(path: Path) -> None:
     )
     tok.train_from_iterator(_TOKENIZER_CORPUS * 4, trainer)
     model = json.loads(tok.to_str())["model"]
-    vocab: dict[str, int] = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
-    n_real = len(vocab)
-    for i in range(n_real, tokens.ENDOFTEXT):
-        vocab[f"<|filler_{i}|>"] = i
+    by_id = {i: t for t, i in model["vocab"].items()}
+    by_id.update({i: f"<|filler_{i}|>" for i in range(len(by_id), tokens.ENDOFTEXT)})
+    for token, pinned in _PINNED_IDS.items():
+        old = model["vocab"][token]
+        by_id[old], by_id[pinned] = by_id[pinned], token
+    vocab = {t: i for i, t in sorted(by_id.items())}
     merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
     (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")

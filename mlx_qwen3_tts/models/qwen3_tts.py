@@ -1,0 +1,91 @@
+"""`Qwen3TTSForConditionalGeneration` without its generation code: talker + speaker encoder.
+
+The speech tokenizer lives in its own folder and module (`models/codec`); the frame loop lives in
+`generate.py`. This file owns the top-level config and the weight mapping of `model.safetensors`.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..errors import ModelLoadError
+from .base import BaseConfig, check_decoder_config
+from .speaker_encoder import SpeakerEncoder, SpeakerEncoderConfig
+from .talker import Talker, TalkerConfig
+
+MODEL_TYPES = ("custom_voice", "voice_design", "base")
+
+
+@dataclass
+class Qwen3TTSConfig(BaseConfig):
+    tts_model_type: str
+    tts_model_size: str
+    tts_pad_token_id: int
+    tts_bos_token_id: int
+    tts_eos_token_id: int
+    talker_config: TalkerConfig
+    speaker_encoder_config: SpeakerEncoderConfig | None = None
+    model_type: str = "qwen3_tts"
+    tokenizer_type: str = "qwen3_tts_tokenizer_12hz"
+    quantization: dict[str, Any] | None = None
+
+    @classmethod
+    def _nested(cls, kwargs, source):
+        if kwargs.get("model_type", "qwen3_tts") != "qwen3_tts":
+            raise ModelLoadError(
+                f"{source}: model_type is {kwargs['model_type']!r}, not 'qwen3_tts'; "
+                "this is not a Qwen3-TTS checkpoint."
+            )
+        if kwargs.get("tokenizer_type", "qwen3_tts_tokenizer_12hz") != "qwen3_tts_tokenizer_12hz":
+            raise ModelLoadError(
+                f"{source}: tokenizer_type {kwargs['tokenizer_type']!r} is not supported; only the "
+                "released 12 Hz checkpoints are (the 25 Hz ones were never released)."
+            )
+        if kwargs["tts_model_type"] not in MODEL_TYPES:
+            raise ModelLoadError(
+                f"{source}: tts_model_type {kwargs['tts_model_type']!r} is not one of {MODEL_TYPES}."
+            )
+        talker = TalkerConfig.from_dict(kwargs["talker_config"], f"{source} (talker_config)")
+        check_decoder_config(talker, f"{source} (talker_config)")
+        speaker = None
+        if kwargs["tts_model_type"] == "base":
+            if kwargs.get("speaker_encoder_config") is None:
+                raise ModelLoadError(f"{source} lacks required field speaker_encoder_config (Base model).")
+            speaker = SpeakerEncoderConfig.from_dict(
+                kwargs["speaker_encoder_config"], f"{source} (speaker_encoder_config)"
+            )
+            if speaker.enc_dim != talker.hidden_size:
+                # The x-vector is used as a codec-side embedding, so widths must agree.
+                raise ModelLoadError(
+                    f"{source}: speaker_encoder_config.enc_dim {speaker.enc_dim} != talker "
+                    f"hidden_size {talker.hidden_size}."
+                )
+        return {**kwargs, "talker_config": talker, "speaker_encoder_config": speaker}
+
+    @property
+    def instruct_supported(self) -> bool:
+        # The reference drops `instruct` for 0.6B CustomVoice via `size in "0b6"` (dossier §6.3).
+        return not (self.tts_model_type == "custom_voice" and self.tts_model_size in "0b6")
+
+
+class Model(nn.Module):
+    def __init__(self, config: Qwen3TTSConfig):
+        super().__init__()
+        self.config = config
+        self.talker = Talker(config.talker_config)
+        if config.speaker_encoder_config is not None:
+            self.speaker_encoder = SpeakerEncoder(config.speaker_encoder_config)
+
+    def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
+        """Checkpoint weights -> this module's layout. Pure and idempotent.
+
+        Talker keys already match; speaker-encoder convolutions move to channels-last.
+        """
+        prefix = "speaker_encoder."
+        out = {k: v for k, v in weights.items() if not k.startswith(prefix)}
+        if "speaker_encoder" in self:
+            speaker = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+            out.update({prefix + k: v for k, v in self.speaker_encoder.sanitize(speaker).items()})
+        return out

@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny random checkpoints written once per session in the released layout."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlx_qwen3_tts.testing import write_checkpoint
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """`checkpoint(size, variant, **kw)` -> folder; each distinct request is written once."""
+    made: dict[tuple, Path] = {}
+
+    def make(size: str = "tiny-0.6b", variant: str = "custom_voice", **kwargs) -> Path:
+        key = (size, variant, tuple(sorted(kwargs.items())))
+        if key not in made:
+            folder = tmp_path_factory.mktemp(f"{size}-{variant}")
+            made[key] = write_checkpoint(folder, size, variant, **kwargs)
+        return made[key]
+
+    return make
+
+
+def load_fixture(name: str) -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / name) as data:
+        return {k: data[k] for k in data.files}

@@ -1,0 +1,120 @@
+"""Talker, text projection and code predictor against the official model and the NumPy reference."""
+
+import hashlib
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import load_fixture
+
+from mlx_qwen3_tts.loading import load_model
+from mlx_qwen3_tts.numpy_ref import transformer as ref
+
+# (size, variant) pairs that have official fixtures (tools/make_reference_fixtures.py).
+OFFICIAL = [("tiny-0.6b", "custom_voice"), ("tiny-1.7b", "base"), ("tiny-1.7b", "voice_design")]
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint):
+    cache = {}
+
+    def get(size, variant):
+        if (size, variant) not in cache:
+            folder = checkpoint(size, variant)
+            fixture = load_fixture(f"talker_{size}-{variant}-seed0.npz")
+            digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+            # A fixture made from other bytes would compare two different models.
+            assert digest == str(fixture["sha256"]), "regenerate fixtures: the writer changed"
+            model = load_model(folder, dtype="float32")
+            weights = {k: np.asarray(v.astype(mx.float32), np.float64)
+                       for k, v in mx.load(str(folder / "model.safetensors")).items()}
+            cache[size, variant] = (model, fixture, weights, model.config.to_dict()["talker_config"])
+        return cache[size, variant]
+
+    return get
+
+
+def top50_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return set(np.argsort(-a)[:50]) == set(np.argsort(-b)[:50])
+
+
+@pytest.mark.parametrize("size,variant", OFFICIAL)
+def test_text_projection_matches_official(loaded, size, variant):
+    model, fx, w, _ = loaded(size, variant)
+    ours = np.array(model.talker.embed_text(mx.array(fx["text_ids"])))
+    np.testing.assert_allclose(ours, fx["text_embeds"], atol=1e-4, rtol=0)
+    assert rel_err(ours, ref.text_embed(fx["text_ids"], w)) < 1e-5
+
+
+@pytest.mark.parametrize("size,variant", OFFICIAL)
+def test_talker_prefill_matches_official(loaded, size, variant):
+    model, fx, w, cfg = loaded(size, variant)
+    logits, hidden = model.talker(mx.array(fx["prefill"])[None])
+    logits, hidden = np.array(logits[0]), np.array(hidden[0])
+    assert np.abs(logits - fx["logits"]).max() <= 1e-3
+    assert np.abs(hidden - fx["hidden"]).max() <= 1e-3
+    assert all(top50_equal(a, b) for a, b in zip(logits, fx["logits"]))
+    ref_logits, ref_hidden = ref.talker(fx["prefill"].astype(np.float64), w, cfg)
+    assert rel_err(logits, ref_logits) < 1e-5
+    assert rel_err(hidden, ref_hidden) < 1e-5
+
+
+@pytest.mark.parametrize("size,variant", OFFICIAL)
+def test_code_predictor_matches_official(loaded, size, variant):
+    model, fx, w, cfg = loaded(size, variant)
+    past_hidden = mx.array(fx["hidden"][-1:])
+    c0 = int(fx["c0"])
+    logits = model.talker.code_predictor.teacher_forced_logits(
+        past_hidden, model.talker.embed_codec(mx.array([c0])), mx.array(fx["codes"])[None]
+    )
+    logits = np.array(logits[0])
+    assert np.abs(logits - fx["cp_logits"]).max() <= 1e-3
+    assert all(top50_equal(a, b) for a, b in zip(logits, fx["cp_logits"]))
+    expected = ref.code_predictor_logits(fx["hidden"][-1].astype(np.float64), c0, fx["codes"], w, cfg)
+    assert rel_err(logits, expected) < 1e-5
+
+
+@pytest.mark.parametrize("size", ["tiny-0.6b", "tiny-1.7b"])
+def test_cached_steps_equal_full_prefill(loaded, size):
+    """KV-cached single steps give the same logits as one causal pass over the sequence."""
+    model, fx, _, _ = loaded(*next(p for p in OFFICIAL if p[0] == size))
+    x = mx.array(fx["prefill"])[None]
+    cache = model.talker.make_cache()
+    steps = [model.talker(x[:, :-3], cache)[0][0, -1]]
+    for i in range(3, 0, -1):
+        steps.append(model.talker(x[:, -i : x.shape[1] - i + 1], cache)[0][0, -1])
+    full = fx["logits"][-4:]
+    np.testing.assert_allclose(np.stack([np.array(s) for s in steps]), full, atol=1e-3)
+
+
+@pytest.mark.parametrize("size", ["tiny-0.6b", "tiny-1.7b"])
+def test_code_predictor_cached_steps_equal_teacher_forcing(loaded, size):
+    """2-token prefill + 14 cached steps (how generation runs it) == one teacher-forced pass."""
+    model, fx, _, _ = loaded(*next(p for p in OFFICIAL if p[0] == size))
+    cp = model.talker.code_predictor
+    past_hidden = mx.array(fx["hidden"][-1:])
+    c0_embed = model.talker.embed_codec(mx.array([int(fx["c0"])]))
+    codes = mx.array(fx["codes"])[None]
+    cache = cp.make_cache()
+    h = cp(mx.stack([past_hidden, c0_embed], axis=1), cache)
+    stepped = [cp.lm_head[0](h[:, -1])]
+    for j in range(1, 15):
+        h = cp(cp.model.codec_embedding[j - 1](codes[:, j - 1 : j]), cache)
+        stepped.append(cp.lm_head[j](h[:, -1]))
+    forced = cp.teacher_forced_logits(past_hidden, c0_embed, codes)
+    np.testing.assert_allclose(np.array(mx.stack(stepped, axis=1)), np.array(forced), atol=1e-4)
+
+
+def test_frame_embedding_is_sum_of_code_embeddings(loaded):
+    model, fx, w, _ = loaded("tiny-1.7b", "base")
+    codes = np.concatenate([[int(fx["c0"])], fx["codes"]])
+    expected = w["talker.model.codec_embedding.weight"][codes[0]] + sum(
+        w[f"talker.code_predictor.model.codec_embedding.{g}.weight"][codes[g + 1]] for g in range(15)
+    )
+    ours = np.array(model.talker.embed_frame(mx.array(codes)))
+    assert rel_err(ours, expected) < 1e-5
