@@ -1,0 +1,152 @@
+"""THE frame loop (dossier §3.5). One-shot, streaming and batched synthesis are thin layers over
+`generate_step`; every mode differs only in the `Prompt` it is given.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.models.cache import BatchKVCache, KVCache
+
+from .errors import SynthesisError
+from .models.talker import Talker
+from .prompt import Prompt
+from .sampling import SamplerSettings, process_talker_logits, sample, talker_ban_mask
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling settings of one call; defaults come from the checkpoint (§3.7).
+
+    `max_frames` bounds the frames returned: the reference's `max_new_tokens` is
+    `max_frames + 1`, because it returns one frame fewer than the tokens it samples.
+    """
+
+    talker: SamplerSettings
+    code_predictor: SamplerSettings
+    repetition_penalty: float
+    max_frames: int
+
+    def __post_init__(self):
+        if not self.repetition_penalty > 0:
+            raise SynthesisError(
+                f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}."
+            )
+        if not (isinstance(self.max_frames, int) and self.max_frames > 0):
+            raise SynthesisError(f"max_frames must be a positive integer, got {self.max_frames!r}.")
+
+    @classmethod
+    def from_checkpoint(cls, defaults: dict[str, Any]) -> "GenerationConfig":
+        """From `generation_config.json`, falling back to the reference wrapper's values."""
+        def settings(prefix: str) -> SamplerSettings:
+            greedy = not defaults.get(f"{prefix}do_sample" if prefix else "do_sample", True)
+            return SamplerSettings(
+                temperature=0.0 if greedy else float(defaults.get(f"{prefix}temperature", 0.9)),
+                top_k=int(defaults.get(f"{prefix}top_k", 50)),
+                top_p=float(defaults.get(f"{prefix}top_p", 1.0)),
+            )
+
+        return cls(
+            talker=settings(""),
+            code_predictor=settings("subtalker_"),
+            repetition_penalty=float(defaults.get("repetition_penalty", 1.05)),
+            max_frames=int(defaults.get("max_new_tokens", 2048)) - 1,
+        )
+
+    def override(self, **kwargs: Any) -> "GenerationConfig":
+        """Replace the settings given (None = keep), e.g. `temperature=0`, `subtalker_top_k=10`."""
+        talker = {k: v for k, v in kwargs.items() if k in ("temperature", "top_k", "top_p")}
+        sub = {k[len("subtalker_"):]: v for k, v in kwargs.items() if k.startswith("subtalker_")}
+        rest = {k: v for k, v in kwargs.items() if k in ("repetition_penalty", "max_frames")}
+        drop_none = lambda d: {k: v for k, v in d.items() if v is not None}  # noqa: E731
+        return replace(
+            self,
+            talker=replace(self.talker, **drop_none(talker)),
+            code_predictor=replace(self.code_predictor, **drop_none(sub)),
+            **drop_none(rest),
+        )
+
+
+def _left_pad(prompts: list[Prompt], pad: mx.array) -> tuple[mx.array, mx.array, list[int]]:
+    """Stack prefills with left zero padding and trailing text with right `tts_pad` padding."""
+    longest = max(p.prefill.shape[0] for p in prompts)
+    most = max(p.trailing.shape[0] for p in prompts)
+    prefill, trailing, left = [], [], []
+    for p in prompts:
+        n = longest - p.prefill.shape[0]
+        left.append(n)
+        prefill.append(mx.pad(p.prefill, [(n, 0), (0, 0)]))
+        fill = mx.repeat(pad, most - p.trailing.shape[0], axis=0)
+        trailing.append(mx.concatenate([p.trailing, fill]))
+    return mx.stack(prefill), mx.stack(trailing), left
+
+
+def predict_codes(
+    talker: Talker, hidden: mx.array, c0: mx.array, settings: SamplerSettings, keys: mx.array
+) -> mx.array:
+    """Codebooks 1..15 of a frame: 2-position prefill, then 14 cached steps (§2.3).
+
+    Returns `[B, 16]`, c0 first.
+    """
+    cp = talker.code_predictor
+    cache = cp.make_cache()
+    h = cp(mx.stack([hidden, talker.embed_codec(c0)], axis=1), cache)
+    codes = [c0]
+    for j, head in enumerate(cp.lm_head):
+        codes.append(sample(head(h[:, -1]), settings, keys[j]))
+        if j + 1 < len(cp.lm_head):
+            h = cp(cp.model.codec_embedding[j](codes[-1])[:, None], cache)
+    return mx.stack(codes, axis=1)
+
+
+def generate_step(
+    talker: Talker,
+    prompts: list[Prompt],
+    tts_pad: mx.array,
+    config: GenerationConfig,
+    key: mx.array,
+) -> Iterator[tuple[mx.array, mx.array]]:
+    """Generate frames for a batch of prompts, one frame per iteration.
+
+    Args:
+        talker: the talker (with its code predictor).
+        prompts: one `Prompt` per batch row; rows are left-padded to a common length.
+        tts_pad: `[1, H]` text-side embedding added once a row's trailing text runs out.
+        config: sampling settings and the frame limit.
+        key: an MLX random key; the only source of randomness.
+
+    Yields:
+        `(codes [B, 16], finished [B])`: a frame per row, and whether the row has sampled EOS
+        (finished rows keep running, fed EOS, as in the reference; their frames are to be
+        ignored). Stops when every row is finished or after `max_frames` frames.
+    """
+    cfg = talker.config
+    eos = cfg.codec_eos_token_id
+    x, trailing, left = _left_pad(prompts, tts_pad)
+    B = x.shape[0]
+    if any(left):
+        cache = [BatchKVCache(left) for _ in talker.layers]
+    else:
+        cache = [KVCache() for _ in talker.layers]
+    ban = talker_ban_mask(cfg.vocab_size, eos)
+    seen = mx.zeros((B, cfg.vocab_size), mx.bool_)
+    finished = mx.zeros((B,), mx.bool_)
+    logits, hidden = talker(x, cache)
+    for step in range(config.max_frames + 1):
+        key, step_key = mx.random.split(key)
+        keys = mx.random.split(step_key, cfg.num_code_groups)
+        scores = process_talker_logits(
+            logits[:, -1], seen, step, config.repetition_penalty, ban, eos
+        )
+        c0 = sample(scores, config.talker, keys[0])
+        # Rows that are done are fed EOS, as HF's generate feeds them its pad (= EOS) id.
+        c0 = mx.where(finished, eos, c0)
+        finished = finished | (c0 == eos)
+        if step == config.max_frames or bool(mx.all(finished)):
+            return  # the last sampled token gets no frame (§3.5)
+        seen = seen | (mx.arange(cfg.vocab_size) == c0[:, None])
+        codes = predict_codes(talker, hidden[:, -1], c0, config.code_predictor, keys[1:])
+        yield codes, finished
+        text = trailing[:, step] if step < trailing.shape[1] else mx.repeat(tts_pad, B, axis=0)
+        logits, hidden = talker((talker.embed_frame(codes) + text)[:, None], cache)

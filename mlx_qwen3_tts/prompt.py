@@ -1,0 +1,155 @@
+"""Prefill embeddings per mode: one small builder each, nothing else (dossier §3.1-§3.4).
+
+Every prompt is `role block + control block + mode tail`, optionally preceded by an instruction.
+A builder returns the prefill sequence and the trailing text embeddings that the frame loop adds
+to frames 0, 1, ... (then `tts_pad` forever). `T(x)` is the projected text embedding, `C(x)` the
+talker's codec embedding.
+"""
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from . import tokens
+from .models.qwen3_tts import Model
+from .text_tokenizer import TextTokenizer
+
+ROLE = [tokens.IM_START, tokens.ASSISTANT, tokens.NEWLINE]
+TEXT_SUFFIX = [tokens.IM_END, tokens.NEWLINE, tokens.IM_START, tokens.ASSISTANT, tokens.NEWLINE]
+REF_SUFFIX = [tokens.IM_END, tokens.NEWLINE]
+
+
+@dataclass
+class Prompt:
+    """What the frame loop needs for one utterance.
+
+    Attributes:
+        prefill: `[L, H]` prompt embeddings.
+        trailing: `[T, H]` text embeddings added to frames 0..T-1 (`tts_pad` after that).
+        ref_codes: `[F, 16]` reference codes of an in-context clone, decoded with the output.
+    """
+
+    prefill: mx.array
+    trailing: mx.array
+    ref_codes: mx.array | None = None
+
+
+class PromptEmbedder:
+    """The talker's embedding functions plus the special embeddings, computed once per load."""
+
+    def __init__(self, model: Model, tokenizer: TextTokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = model.config.talker_config
+        talker = model.talker
+        cfg = model.config
+        special = talker.embed_text(
+            mx.array([cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id])
+        )
+        self.tts_bos, self.tts_eos, self.tts_pad = special[0:1], special[1:2], special[2:3]
+        mx.eval(self.tts_bos, self.tts_eos, self.tts_pad)
+
+    def text(self, ids: list[int]) -> mx.array:
+        return self.model.talker.embed_text(mx.array(ids, mx.int32))
+
+    def codec(self, ids: list[int]) -> mx.array:
+        return self.model.talker.embed_codec(mx.array(ids, mx.int32))
+
+    def target_ids(self, text: str) -> list[int]:
+        """Ids of the spoken text alone: `ids[3:-5]` of the reference's assistant template."""
+        return _template_slice(self.tokenizer, text, TEXT_SUFFIX)
+
+    def ref_ids(self, ref_text: str) -> list[int]:
+        """Ids of an in-context clone's transcript: `ref_ids[3:-2]` of its template."""
+        return _template_slice(self.tokenizer, ref_text, REF_SUFFIX)
+
+    def instruct_ids(self, instruct: str) -> list[int]:
+        return self.tokenizer.encode(f"<|im_start|>user\n{instruct}<|im_end|>\n")
+
+
+def _template_slice(tokenizer: TextTokenizer, text: str, suffix: list[int]) -> list[int]:
+    """The text's ids exactly as the reference slices them out of its chat template.
+
+    The reference tokenizes the whole template and slices by position; when the text starts
+    with newlines they merge with the role's `\\n` and the slice breaks (dossier §6.13). Then
+    the text is tokenized on its own, which is what the slice means to take.
+    """
+    tail = "<|im_end|>\n<|im_start|>assistant\n" if suffix is TEXT_SUFFIX else "<|im_end|>\n"
+    ids = tokenizer.encode(f"<|im_start|>assistant\n{text}{tail}")
+    if ids[:3] == ROLE and ids[-len(suffix):] == suffix:
+        return ids[3 : -len(suffix)]
+    return tokenizer.encode(text)
+
+
+def control_block(
+    e: PromptEmbedder, language_id: int | None, speaker: mx.array | None
+) -> tuple[mx.array, mx.array]:
+    """Role + control positions, and `C(codec_bos)` for the position after them (§3.3).
+
+    Codec side: think/nothink tags (with the language id when one is given), the speaker slot,
+    `codec_pad`; text side: `tts_pad` ... `tts_bos`.
+    """
+    cfg = e.config
+    if language_id is None:
+        tags = [cfg.codec_nothink_id, cfg.codec_think_bos_id, cfg.codec_think_eos_id]
+    else:
+        tags = [cfg.codec_think_id, cfg.codec_think_bos_id, language_id, cfg.codec_think_eos_id]
+    codec = [e.codec(tags)]
+    if speaker is not None:
+        codec.append(speaker.reshape(1, -1).astype(codec[0].dtype))
+    codec.append(e.codec([cfg.codec_pad_id]))
+    codec = mx.concatenate(codec)
+    text = mx.concatenate([mx.repeat(e.tts_pad, codec.shape[0] - 1, axis=0), e.tts_bos])
+    return mx.concatenate([e.text(ROLE), text + codec]), e.codec([cfg.codec_bos_id])
+
+
+def text_prompt(
+    e: PromptEmbedder,
+    text_ids: list[int],
+    language_id: int | None,
+    speaker: mx.array | None,
+    instruct_ids: list[int] | None,
+    non_streaming: bool,
+) -> Prompt:
+    """CustomVoice, VoiceDesign and x-vector clone: layouts A and B of §3.4.
+
+    Streaming-text (A): the first text token rides on `codec_bos`; the rest arrive one per frame.
+    Non-streaming (B): all text, then `tts_eos`, over `codec_pad`, then `tts_pad + codec_bos`.
+    """
+    head, codec_bos = control_block(e, language_id, speaker)
+    parts = [e.text(instruct_ids)] if instruct_ids else []
+    parts.append(head)
+    if non_streaming:
+        text = mx.concatenate([e.text(text_ids), e.tts_eos])
+        parts += [text + e.codec([e.config.codec_pad_id]), e.tts_pad + codec_bos]
+        trailing = e.tts_pad
+    else:
+        parts.append(e.text(text_ids[:1]) + codec_bos)
+        rest = [e.text(text_ids[1:])] if len(text_ids) > 1 else []
+        trailing = mx.concatenate(rest + [e.tts_eos])
+    return Prompt(mx.concatenate(parts), trailing)
+
+
+def icl_prompt(
+    e: PromptEmbedder,
+    text_ids: list[int],
+    ref_ids: list[int],
+    ref_codes: mx.array,
+    language_id: int | None,
+    speaker: mx.array,
+    non_streaming: bool,
+) -> Prompt:
+    """In-context voice clone (layout C of §3.4): reference transcript + target text against
+    `codec_bos` + the reference frames."""
+    head, codec_bos = control_block(e, language_id, speaker)
+    text = mx.concatenate([e.text(ref_ids + text_ids), e.tts_eos])
+    codec = mx.concatenate([codec_bos, e.model.talker.embed_frame(ref_codes)])
+    if non_streaming:
+        tail = mx.concatenate([text + e.codec([e.config.codec_pad_id]), codec + e.tts_pad])
+        trailing = e.tts_pad
+    elif text.shape[0] > codec.shape[0]:
+        tail, trailing = text[: codec.shape[0]] + codec, text[codec.shape[0]:]
+    else:
+        pad = mx.repeat(e.tts_pad, codec.shape[0] - text.shape[0], axis=0)
+        tail, trailing = mx.concatenate([text, pad]) + codec, e.tts_pad
+    return Prompt(mx.concatenate([head, tail]), trailing, ref_codes)
