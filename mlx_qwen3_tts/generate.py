@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 from mlx_lm.models.cache import BatchKVCache, KVCache
 
 from .errors import SynthesisError
@@ -150,3 +151,27 @@ def generate_step(
         yield codes, finished
         text = trailing[:, step] if step < trailing.shape[1] else mx.repeat(tts_pad, B, axis=0)
         logits, hidden = talker((talker.embed_frame(codes) + text)[:, None], cache)
+
+
+def generate_codes(
+    talker: Talker,
+    prompts: list[Prompt],
+    tts_pad: mx.array,
+    config: GenerationConfig,
+    key: mx.array,
+) -> list[tuple[np.ndarray, str]]:
+    """All frames of every row: `(codes [frames, 16], finish_reason)` per prompt.
+
+    `finish_reason` is "eos" when the row stopped itself and "length" when it reached
+    `max_frames` frames.
+    """
+    rows: list[list[np.ndarray]] = [[] for _ in prompts]
+    for codes, finished in generate_step(talker, prompts, tts_pad, config, key):
+        codes, finished = np.array(codes), np.array(finished)
+        for b in np.flatnonzero(~finished):
+            rows[b].append(codes[b])
+    return [
+        (np.stack(r).astype(np.int32) if r else np.zeros((0, 16), np.int32),
+         "length" if len(r) >= config.max_frames else "eos")
+        for r in rows
+    ]

@@ -19,6 +19,7 @@ class BaseConfig:
     def from_dict(cls, params: dict[str, Any], source: str = "config.json"):
         if not isinstance(params, dict):
             raise ModelLoadError(f"{source}: expected a JSON object, got {type(params).__name__}.")
+        cls._validate(params, source)
         fields = dataclasses.fields(cls)
         missing = [
             f.name
@@ -36,6 +37,10 @@ class BaseConfig:
         names = {f.name for f in fields if f.init}
         kwargs = {k: v for k, v in params.items() if k in names}
         return cls(**cls._nested(kwargs, source))
+
+    @classmethod
+    def _validate(cls, params: dict[str, Any], source: str) -> None:
+        """Hook for checks that must come before the required-field check (e.g. model type)."""
 
     @classmethod
     def _nested(cls, kwargs: dict[str, Any], source: str) -> dict[str, Any]:

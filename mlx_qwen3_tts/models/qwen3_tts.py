@@ -32,17 +32,20 @@ class Qwen3TTSConfig(BaseConfig):
     quantization: dict[str, Any] | None = None
 
     @classmethod
-    def _nested(cls, kwargs, source):
-        if kwargs.get("model_type", "qwen3_tts") != "qwen3_tts":
+    def _validate(cls, params, source):
+        if params.get("model_type", "qwen3_tts") != "qwen3_tts":
             raise ModelLoadError(
-                f"{source}: model_type is {kwargs['model_type']!r}, not 'qwen3_tts'; "
+                f"{source}: model_type is {params['model_type']!r}, not 'qwen3_tts'; "
                 "this is not a Qwen3-TTS checkpoint."
             )
-        if kwargs.get("tokenizer_type", "qwen3_tts_tokenizer_12hz") != "qwen3_tts_tokenizer_12hz":
+        if params.get("tokenizer_type", "qwen3_tts_tokenizer_12hz") != "qwen3_tts_tokenizer_12hz":
             raise ModelLoadError(
-                f"{source}: tokenizer_type {kwargs['tokenizer_type']!r} is not supported; only the "
+                f"{source}: tokenizer_type {params['tokenizer_type']!r} is not supported; only the "
                 "released 12 Hz checkpoints are (the 25 Hz ones were never released)."
             )
+
+    @classmethod
+    def _nested(cls, kwargs, source):
         if kwargs["tts_model_type"] not in MODEL_TYPES:
             raise ModelLoadError(
                 f"{source}: tts_model_type {kwargs['tts_model_type']!r} is not one of {MODEL_TYPES}."

@@ -1,0 +1,235 @@
+"""The public synthesis API: determinism, streaming, batching, voice prompts and typed errors."""
+
+import threading
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_qwen3_tts as qt
+
+TEXT = "hello world, this is a test."
+
+
+@pytest.fixture(scope="module")
+def cv(checkpoint):
+    return qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def base(checkpoint):
+    return qt.load(checkpoint("tiny-1.7b", "base"), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def design(checkpoint):
+    return qt.load(checkpoint("tiny-1.7b", "voice_design"), dtype="float32")
+
+
+def reference_audio(seconds=1.0, sr=24000):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * 150 * t) + 0.05 * np.sin(2 * np.pi * 900 * t)).astype(np.float32)
+
+
+def speak(tts, **kw):
+    return tts.generate(TEXT, speaker="vivian", max_frames=12, **kw)
+
+
+def test_result_fields(cv):
+    r = speak(cv, seed=1)
+    assert r.sample_rate == 24000 and r.audio.dtype == np.float32
+    assert r.codes.shape == (12, 16) and r.frames == 12 and r.finish_reason == "length"
+    assert len(r.audio) == 12 * 1920 and r.seconds == pytest.approx(0.96)
+    assert r.rtf > 0 and r.peak_memory_gb > 0 and r.seed == 1
+    assert np.isfinite(r.audio).all()
+
+
+def test_same_seed_same_audio_and_global_seed_irrelevant(cv):
+    a = speak(cv, seed=7)
+    mx.random.seed(123)
+    b = speak(cv, seed=7)
+    assert np.array_equal(a.audio, b.audio) and np.array_equal(a.codes, b.codes)
+    c = speak(cv, seed=8)
+    assert not np.array_equal(a.codes, c.codes)
+
+
+def test_two_threads_same_seed_identical(cv):
+    results = [None, None]
+
+    def run(i):
+        results[i] = speak(cv, seed=11)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert np.array_equal(results[0].audio, results[1].audio)
+    assert np.array_equal(results[0].audio, speak(cv, seed=11).audio)
+
+
+def test_seed_none_is_reported_and_reproducible(cv):
+    r = speak(cv)
+    assert np.array_equal(speak(cv, seed=r.seed).codes, r.codes)
+
+
+def test_natural_stop_reports_eos(checkpoint):
+    tts = qt.load(checkpoint("tiny-0.6b", "custom_voice", eos_scale=40.0), dtype="float32")
+    r = tts.generate(TEXT, speaker="vivian", max_frames=200, seed=0)
+    assert r.finish_reason == "eos" and 2 <= r.frames < 200
+    assert len(r.audio) == r.frames * 1920
+
+
+@pytest.mark.parametrize("first,chunk", [(1, 4), (2, 5), (3, 3)])
+def test_stream_equals_one_shot(cv, first, chunk):
+    one = speak(cv, seed=4)
+    chunks = list(cv.stream_generate(TEXT, speaker="vivian", max_frames=12, seed=4,
+                                     chunk_frames=chunk, first_chunk_frames=first))
+    assert [c.frames for c in chunks[:2]] == [first, chunk]
+    assert chunks[-1].is_final and chunks[-1].finish_reason == "length"
+    assert sum(c.frames for c in chunks) == 12
+    np.testing.assert_allclose(np.concatenate([c.audio for c in chunks]), one.audio, atol=1e-5)
+
+
+def test_first_chunk_arrives_before_generation_ends(cv, monkeypatch):
+    import mlx_qwen3_tts.tts as tts_module
+
+    produced = []
+    original = tts_module.generate_step
+
+    def counting(*args, **kwargs):
+        for item in original(*args, **kwargs):
+            produced.append(1)
+            yield item
+
+    monkeypatch.setattr(tts_module, "generate_step", counting)
+    stream = cv.stream_generate(TEXT, speaker="vivian", max_frames=30, seed=0, first_chunk_frames=2)
+    first = next(stream)
+    assert first.frames == 2 and len(produced) == 2 and len(first.audio) == 2 * 1920
+    rest = list(stream)
+    assert len(produced) == 30 and rest[-1].is_final
+
+
+def test_stream_clone_in_context_equals_one_shot(base):
+    voice = base.create_voice_prompt((reference_audio(), 24000), ref_text="this is my voice.")
+    one = base.generate(TEXT, voice=voice, seed=2, max_frames=10)
+    chunks = list(base.stream_generate(TEXT, voice=voice, seed=2, max_frames=10, chunk_frames=3))
+    np.testing.assert_allclose(np.concatenate([c.audio for c in chunks]), one.audio, atol=1e-5)
+
+
+def test_batch_greedy_equals_single(cv):
+    texts = ["hi.", TEXT, "a somewhat longer sentence for the batch test, with commas."]
+    greedy = dict(temperature=0, subtalker_temperature=0, max_frames=10)
+    batch = cv.generate_batch(texts, speaker="ryan", language="english", **greedy)
+    for text, r in zip(texts, batch):
+        single = cv.generate(text, speaker="ryan", language="english", **greedy)
+        np.testing.assert_array_equal(r.codes, single.codes)
+        np.testing.assert_allclose(r.audio, single.audio, atol=1e-5)
+
+
+def test_batch_rows_stop_independently(checkpoint):
+    tts = qt.load(checkpoint("tiny-0.6b", "custom_voice", eos_scale=40.0), dtype="float32")
+    texts = ["hi.", TEXT, "another one."]
+    batch = tts.generate_batch(texts, speaker="vivian", temperature=0, subtalker_temperature=0,
+                               max_frames=100)
+    for text, r in zip(texts, batch):
+        single = tts.generate(text, speaker="vivian", temperature=0, subtalker_temperature=0,
+                              max_frames=100)
+        np.testing.assert_array_equal(r.codes, single.codes)
+        assert r.finish_reason == single.finish_reason
+
+
+def test_voice_design_both_layouts(design):
+    for layout in (True, False):
+        r = design.generate(TEXT, instruct="a calm deep voice", non_streaming_mode=layout,
+                            max_frames=4, seed=0)
+        assert r.frames == 4
+
+
+def test_voice_prompt_round_trip(base, tmp_path):
+    voice = base.create_voice_prompt((reference_audio(), 24000), ref_text="this is my voice.")
+    assert voice.in_context and voice.ref_codes.shape == (13, 16)
+    assert voice.speaker_embedding.shape == (base.config.talker_config.hidden_size,)
+    path = voice.save(tmp_path / "me.safetensors")
+    loaded = qt.VoicePrompt.load(path)
+    assert np.array_equal(loaded.ref_codes, voice.ref_codes) and loaded.ref_text == voice.ref_text
+    a = base.generate(TEXT, voice=voice, seed=3, max_frames=6)
+    b = base.generate(TEXT, voice=path, seed=3, max_frames=6)
+    c = base.generate(TEXT, ref_audio=(reference_audio(), 24000), ref_text="this is my voice.",
+                      seed=3, max_frames=6)
+    assert np.array_equal(a.audio, b.audio) and np.array_equal(a.audio, c.audio)
+
+
+def test_x_vector_only_clone(base, tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "ref.wav", reference_audio(), 24000)
+    voice = base.create_voice_prompt(tmp_path / "ref.wav")
+    assert not voice.in_context and voice.ref_text is None
+    r = base.generate(TEXT, ref_audio=str(tmp_path / "ref.wav"), seed=0, max_frames=4)
+    assert np.array_equal(r.audio, base.generate(TEXT, voice=voice, seed=0, max_frames=4).audio)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(text=""), qt.EmptyTextError, "empty"),
+    (dict(text="   \n"), qt.EmptyTextError, "empty"),
+    (dict(text=None), qt.SynthesisError, "must be a str"),
+    (dict(text=b"bytes"), qt.SynthesisError, "must be a str"),
+    (dict(speaker="nobody"), qt.UnknownSpeakerError, "Supported: aiden"),
+    (dict(speaker=None), qt.UnknownSpeakerError, "needs a speaker"),
+    (dict(language="klingon"), qt.UnsupportedLanguageError, "Supported: auto"),
+    (dict(language="sichuan_dialect"), qt.UnsupportedLanguageError, "dialects"),
+    (dict(ref_audio=("x", 1)), qt.VoiceCloneUnsupportedError, "Base model"),
+    (dict(temperature=-1), qt.SynthesisError, "temperature"),
+    (dict(top_p=0), qt.SynthesisError, "top_p"),
+    (dict(top_k=-2), qt.SynthesisError, "top_k"),
+    (dict(repetition_penalty=0), qt.SynthesisError, "repetition_penalty"),
+    (dict(max_frames=0), qt.SynthesisError, "max_frames"),
+    (dict(seed=-1), qt.SynthesisError, "seed"),
+    (dict(nonsense=1), qt.SynthesisError, "Unknown argument"),
+])
+def test_custom_voice_errors(cv, kwargs, error, match):
+    args = dict(text=TEXT, speaker="vivian")
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        cv.generate(args.pop("text"), **args)
+
+
+def test_language_and_speaker_parse_case_insensitively(cv):
+    a = cv.generate(TEXT, speaker="Vivian", language="ENGLISH", seed=0, max_frames=3)
+    b = cv.generate(TEXT, speaker=qt.Speaker.VIVIAN, language=qt.Language.ENGLISH, seed=0, max_frames=3)
+    assert np.array_equal(a.codes, b.codes)
+    assert str(qt.Language.parse("English")) == "english"
+
+
+def test_base_model_errors(base, tmp_path):
+    ref = (reference_audio(), 24000)
+    with pytest.raises(qt.ModeError, match="ref_audio or voice"):
+        base.generate(TEXT)
+    with pytest.raises(qt.ModeError, match="not speaker"):
+        base.generate(TEXT, speaker="vivian", ref_audio=ref)
+    with pytest.raises(qt.InstructUnsupportedError):
+        base.generate(TEXT, ref_audio=ref, instruct="happy")
+    with pytest.raises(qt.SynthesisError, match="ref_text is empty"):
+        base.create_voice_prompt(ref, ref_text="  ")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a voice")
+    with pytest.raises(qt.AudioError, match="not a readable voice prompt"):
+        base.generate(TEXT, voice=tmp_path / "bad.safetensors")
+    with pytest.raises(qt.AudioError, match="does not exist"):
+        base.generate(TEXT, voice=tmp_path / "missing.safetensors")
+
+
+def test_voice_prompt_from_other_model_size(base, cv):
+    wrong = qt.VoicePrompt(np.zeros(7, np.float32))
+    with pytest.raises(qt.AudioError, match="another model size"):
+        base.generate(TEXT, voice=wrong)
+    with pytest.raises(qt.VoiceCloneUnsupportedError):
+        cv.create_voice_prompt((reference_audio(), 24000))
+
+
+def test_voice_design_rejects_speaker(design):
+    with pytest.raises(qt.ModeError, match="describe the voice"):
+        design.generate(TEXT, speaker="vivian", instruct="calm")
