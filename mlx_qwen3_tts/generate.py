@@ -101,13 +101,54 @@ def predict_codes(
     return mx.stack(codes, axis=1)
 
 
+@dataclass(frozen=True)
+class RunawayGuard:
+    """Ends generation that runs away instead of stopping (on by default, see `generate`).
+
+    A row is stopped, flagged "runaway", once it has produced `base_frames + frames_per_token *
+    text_tokens` frames (6 s plus 1 s per text token: several times any speaking rate), or when
+    its last `repeat_window` codebook-0 codes (8 s) take at most `min_distinct` values, the
+    signature of a silence or repetition loop. Frames already produced are kept.
+    """
+
+    base_frames: int = 75
+    frames_per_token: float = 12.5
+    repeat_window: int = 100
+    min_distinct: int = 3
+
+    def frame_cap(self, text_tokens: int) -> int:
+        return int(self.base_frames + self.frames_per_token * text_tokens)
+
+    def looping(self, history: list[int]) -> bool:
+        recent = history[-self.repeat_window:]
+        return len(recent) == self.repeat_window and len(set(recent)) <= self.min_distinct
+
+
+@dataclass
+class Frame:
+    """One step of the frame loop for a batch.
+
+    Attributes:
+        codes: `[B, 16]` codes of this frame for every row.
+        active: `[B]` rows this frame belongs to (rows that have stopped keep running, fed EOS
+            as in the reference, and their frames are to be ignored).
+        reasons: per row, why it stopped ("eos", "runaway") or None while it runs; rows still
+            running when the loop ends reached `max_frames` ("length").
+    """
+
+    codes: mx.array
+    active: np.ndarray
+    reasons: list[str | None]
+
+
 def generate_step(
     talker: Talker,
     prompts: list[Prompt],
     tts_pad: mx.array,
     config: GenerationConfig,
     key: mx.array,
-) -> Iterator[tuple[mx.array, mx.array]]:
+    guard: RunawayGuard | None = None,
+) -> Iterator[Frame]:
     """Generate frames for a batch of prompts, one frame per iteration.
 
     Args:
@@ -116,41 +157,62 @@ def generate_step(
         tts_pad: `[1, H]` text-side embedding added once a row's trailing text runs out.
         config: sampling settings and the frame limit.
         key: an MLX random key; the only source of randomness.
+        guard: stops runaway rows; None disables it.
 
     Yields:
-        `(codes [B, 16], finished [B])`: a frame per row, and whether the row has sampled EOS
-        (finished rows keep running, fed EOS, as in the reference; their frames are to be
-        ignored). Stops when every row is finished or after `max_frames` frames.
+        `Frame`s until every row has stopped or `max_frames` frames were produced.
+
+    Raises:
+        SynthesisError: the talker produced non-finite logits.
     """
     cfg = talker.config
     eos = cfg.codec_eos_token_id
     x, trailing, left = _left_pad(prompts, tts_pad)
     B = x.shape[0]
-    if any(left):
-        cache = [BatchKVCache(left) for _ in talker.layers]
-    else:
-        cache = [KVCache() for _ in talker.layers]
+    cache = [BatchKVCache(left) if any(left) else KVCache() for _ in talker.layers]
     ban = talker_ban_mask(cfg.vocab_size, eos)
     seen = mx.zeros((B, cfg.vocab_size), mx.bool_)
-    finished = mx.zeros((B,), mx.bool_)
+    reasons: list[str | None] = [None] * B
+    history: list[list[int]] = [[] for _ in range(B)]
+    caps = [guard.frame_cap(p.text_tokens) if guard else None for p in prompts]
     logits, hidden = talker(x, cache)
     for step in range(config.max_frames + 1):
         key, step_key = mx.random.split(key)
         keys = mx.random.split(step_key, cfg.num_code_groups)
-        scores = process_talker_logits(
-            logits[:, -1], seen, step, config.repetition_penalty, ban, eos
-        )
+        last = logits[:, -1]
+        scores = process_talker_logits(last, seen, step, config.repetition_penalty, ban, eos)
         c0 = sample(scores, config.talker, keys[0])
-        # Rows that are done are fed EOS, as HF's generate feeds them its pad (= EOS) id.
-        c0 = mx.where(finished, eos, c0)
-        finished = finished | (c0 == eos)
-        if step == config.max_frames or bool(mx.all(finished)):
+        bad = mx.any(~mx.isfinite(last))
+        mx.eval(c0, bad)
+        if bad.item():
+            raise SynthesisError(
+                f"The talker produced non-finite logits at frame {step}; the weights or the dtype "
+                "overflowed (try dtype='float32')."
+            )
+        _update_reasons(reasons, history, c0.tolist(), eos, guard, caps)
+        active = np.array([r is None for r in reasons])
+        if step == config.max_frames or not active.any():
             return  # the last sampled token gets no frame (§3.5)
+        # Rows that are done are fed EOS, as HF's generate feeds them its pad (= EOS) id.
+        c0 = mx.where(mx.array(active), c0, eos)
         seen = seen | (mx.arange(cfg.vocab_size) == c0[:, None])
         codes = predict_codes(talker, hidden[:, -1], c0, config.code_predictor, keys[1:])
-        yield codes, finished
+        yield Frame(codes, active, reasons)
         text = trailing[:, step] if step < trailing.shape[1] else mx.repeat(tts_pad, B, axis=0)
         logits, hidden = talker((talker.embed_frame(codes) + text)[:, None], cache)
+
+
+def _update_reasons(reasons, history, c0: list[int], eos: int, guard, caps) -> None:
+    """Mark rows that just sampled EOS, or that the runaway guard stops before this frame."""
+    for b, token in enumerate(c0):
+        if reasons[b] is not None:
+            continue
+        if token == eos:
+            reasons[b] = "eos"
+            continue
+        history[b].append(token)
+        if guard and (len(history[b]) > caps[b] or guard.looping(history[b])):
+            reasons[b] = "runaway"
 
 
 def generate_codes(
@@ -159,19 +221,21 @@ def generate_codes(
     tts_pad: mx.array,
     config: GenerationConfig,
     key: mx.array,
+    guard: RunawayGuard | None = None,
 ) -> list[tuple[np.ndarray, str]]:
     """All frames of every row: `(codes [frames, 16], finish_reason)` per prompt.
 
-    `finish_reason` is "eos" when the row stopped itself and "length" when it reached
-    `max_frames` frames.
+    `finish_reason` is "eos" (the model stopped), "runaway" (the guard stopped it) or "length"
+    (`max_frames` frames were produced).
     """
     rows: list[list[np.ndarray]] = [[] for _ in prompts]
-    for codes, finished in generate_step(talker, prompts, tts_pad, config, key):
-        codes, finished = np.array(codes), np.array(finished)
-        for b in np.flatnonzero(~finished):
+    reasons: list[str | None] = [None] * len(prompts)
+    for frame in generate_step(talker, prompts, tts_pad, config, key, guard):
+        codes = np.array(frame.codes)
+        for b in np.flatnonzero(frame.active):
             rows[b].append(codes[b])
+        reasons = frame.reasons
     return [
-        (np.stack(r).astype(np.int32) if r else np.zeros((0, 16), np.int32),
-         "length" if len(r) >= config.max_frames else "eos")
-        for r in rows
+        (np.stack(r).astype(np.int32) if r else np.zeros((0, 16), np.int32), reason or "length")
+        for r, reason in zip(rows, reasons)
     ]

@@ -27,11 +27,13 @@ class Prompt:
         prefill: `[L, H]` prompt embeddings.
         trailing: `[T, H]` text embeddings added to frames 0..T-1 (`tts_pad` after that).
         ref_codes: `[F, 16]` reference codes of an in-context clone, decoded with the output.
+        text_tokens: number of tokens of the text to speak (bounds runaway generation).
     """
 
     prefill: mx.array
     trailing: mx.array
     ref_codes: mx.array | None = None
+    text_tokens: int = 0
 
 
 class PromptEmbedder:
@@ -127,7 +129,7 @@ def text_prompt(
         parts.append(e.text(text_ids[:1]) + codec_bos)
         rest = [e.text(text_ids[1:])] if len(text_ids) > 1 else []
         trailing = mx.concatenate(rest + [e.tts_eos])
-    return Prompt(mx.concatenate(parts), trailing)
+    return Prompt(mx.concatenate(parts), trailing, text_tokens=len(text_ids))
 
 
 def icl_prompt(
@@ -152,4 +154,4 @@ def icl_prompt(
     else:
         pad = mx.repeat(e.tts_pad, codec.shape[0] - text.shape[0], axis=0)
         tail, trailing = mx.concatenate([text, pad]) + codec, e.tts_pad
-    return Prompt(mx.concatenate([head, tail]), trailing, ref_codes)
+    return Prompt(mx.concatenate([head, tail]), trailing, ref_codes, len(text_ids))

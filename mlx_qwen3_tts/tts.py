@@ -7,6 +7,8 @@ runs the one frame loop of `generate.py`, and decodes frames to audio with the s
 import os
 import secrets
 import time
+import unicodedata
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,15 +29,18 @@ from .errors import (
     UnsupportedLanguageError,
     VoiceCloneUnsupportedError,
 )
-from .generate import GenerationConfig, generate_codes, generate_step
+from .generate import GenerationConfig, RunawayGuard, generate_codes, generate_step
 from .models.qwen3_tts import Model, Qwen3TTSConfig
 from .prompt import Prompt, PromptEmbedder, icl_prompt, text_prompt
 from .speech_tokenizer import SpeechTokenizer
+from .text_split import CROSSFADE_SECONDS, crossfade, split_text
 from .text_tokenizer import TextTokenizer
 from .voice_prompt import VoicePrompt
 from .voices import Language
 
 AudioInput = str | os.PathLike | tuple[np.ndarray, int]
+MAX_REFERENCE_SECONDS = 60
+SILENCE_PEAK = 1e-4  # a reference whose peak is below this (-80 dBFS) is treated as silent
 
 
 @dataclass
@@ -145,11 +150,21 @@ class Qwen3TTS:
 
     # ----------------------------------------------------------------------- public API
 
-    def generate(self, text: str, *, decode_mode: str = "exact", **kwargs: Any) -> GenerationResult:
+    def generate(
+        self,
+        text: str,
+        *,
+        decode_mode: str = "exact",
+        split: bool = True,
+        runaway_guard: bool | RunawayGuard = True,
+        **kwargs: Any,
+    ) -> GenerationResult:
         """Synthesize one utterance.
 
         Args:
-            text: what to say.
+            text: what to say. Texts longer than `text_split.SPLIT_CHARS` (300) characters are
+                split at sentence boundaries and their audio joined with a 20 ms crossfade
+                (piece i is sampled with seed + i); shorter texts are never split.
             speaker: a CustomVoice speaker name (`tts.speakers`).
             language: "auto" (default) or one of `tts.languages`, case-insensitive.
             instruct: a style instruction (1.7B CustomVoice) or the voice description
@@ -161,9 +176,12 @@ class Qwen3TTS:
             temperature, top_k, top_p, repetition_penalty: talker sampling (0 = greedy).
             subtalker_temperature, subtalker_top_k, subtalker_top_p: code predictor sampling.
             non_streaming_mode: prompt layout; None = the official default of the mode.
-            max_frames: most frames to return (12.5 per second of audio).
+            max_frames: most frames per piece (12.5 per second of audio).
             decode_mode: "exact" (single pass, what streaming reproduces) or "reference" (the
                 official 300-frame chunked decode).
+            split: split long texts (see `text`); False speaks the text in one piece.
+            runaway_guard: stop generation that never ends (`generate.RunawayGuard`); the result
+                then has `finish_reason == "runaway"` and a warning is issued.
 
         Returns:
             GenerationResult.
@@ -174,22 +192,31 @@ class Qwen3TTS:
         """
         start = time.perf_counter()
         mx.reset_peak_memory()
-        request = self._request(text, **kwargs)
-        (codes, reason), = generate_codes(
-            self.model.talker, [request.prompt], self.embedder.tts_pad, request.config,
-            mx.random.key(request.seed),
-        )
-        audio = self._decode(codes, request.prompt.ref_codes, decode_mode)
+        requests = self._requests(text, split, kwargs)
+        guard = _guard(runaway_guard)
+        audio, codes, reasons = np.zeros(0, np.float32), [], []
+        for request in requests:
+            (piece, reason), = generate_codes(
+                self.model.talker, [request.prompt], self.embedder.tts_pad, request.config,
+                mx.random.key(request.seed), guard,
+            )
+            audio = self._join(audio, self._decode(piece, request.prompt.ref_codes, decode_mode))
+            codes.append(piece)
+            reasons.append(reason)
+            mx.clear_cache()
+        _warn_runaway(reasons)
         return GenerationResult(
-            audio, self.sample_rate, codes, reason, request.seed, time.perf_counter() - start,
-            mx.get_peak_memory() / 1e9,
+            audio, self.sample_rate, np.concatenate(codes), _finish(reasons), requests[0].seed,
+            time.perf_counter() - start, mx.get_peak_memory() / 1e9,
         )
 
-    def generate_batch(self, texts: list[str], **kwargs: Any) -> list[GenerationResult]:
+    def generate_batch(
+        self, texts: list[str], *, runaway_guard: bool | RunawayGuard = True, **kwargs: Any
+    ) -> list[GenerationResult]:
         """Synthesize several texts in one batched frame loop (same voice and settings).
 
-        Rows are left-padded and stop independently; `seed` seeds the whole batch. Keyword
-        arguments are those of `generate`.
+        Rows are left-padded and stop independently; `seed` seeds the whole batch, and each text
+        is spoken in one piece. Keyword arguments are those of `generate`.
         """
         if not texts:
             raise EmptyTextError("generate_batch needs at least one text.")
@@ -200,10 +227,11 @@ class Qwen3TTS:
         requests = [self._request(t, seed=seed, **kwargs) for t in texts]
         rows = generate_codes(
             self.model.talker, [r.prompt for r in requests], self.embedder.tts_pad,
-            requests[0].config, mx.random.key(seed),
+            requests[0].config, mx.random.key(seed), _guard(runaway_guard),
         )
         results = []
         for request, (codes, reason) in zip(requests, rows):
+            _warn_runaway([reason])
             audio = self._decode(codes, request.prompt.ref_codes, decode_mode)
             results.append(GenerationResult(
                 audio, self.sample_rate, codes, reason, seed, time.perf_counter() - start,
@@ -212,7 +240,14 @@ class Qwen3TTS:
         return results
 
     def stream_generate(
-        self, text: str, *, chunk_frames: int = 12, first_chunk_frames: int = 2, **kwargs: Any
+        self,
+        text: str,
+        *,
+        chunk_frames: int = 12,
+        first_chunk_frames: int = 2,
+        split: bool = True,
+        runaway_guard: bool | RunawayGuard = True,
+        **kwargs: Any,
     ) -> Iterator[AudioChunk]:
         """Synthesize one utterance as a stream of audio chunks, decoded while generating.
 
@@ -224,29 +259,34 @@ class Qwen3TTS:
         if first_chunk_frames < 1 or chunk_frames < 1:
             raise SynthesisError("chunk_frames and first_chunk_frames must be at least 1.")
         start = time.perf_counter()
-        request = self._request(text, **kwargs)
-        decoder = self.speech_tokenizer.stream_decoder()
-        if request.prompt.ref_codes is not None:
-            # In-context clones decode their reference first, so the first chunk is seamless.
-            decoder.decode_step(np.array(request.prompt.ref_codes))
-        pending: list[np.ndarray] = []
-        total = 0
-        steps = generate_step(
-            self.model.talker, [request.prompt], self.embedder.tts_pad, request.config,
-            mx.random.key(request.seed),
-        )
-        for codes, finished in steps:
-            if bool(finished[0]):
-                break
-            pending.append(np.array(codes[0]))
-            total += 1
-            if len(pending) >= (first_chunk_frames if total == len(pending) else chunk_frames):
-                yield self._chunk(decoder, pending, total, start, False)
-                pending = []
-        reason = "length" if total >= request.config.max_frames else "eos"
-        final = self._chunk(decoder, pending, total, start, True)
-        final.finish_reason, final.seed = reason, request.seed
-        yield final
+        requests = self._requests(text, split, kwargs)
+        guard = _guard(runaway_guard)
+        fade = int(CROSSFADE_SECONDS * self.sample_rate)
+        carry = np.zeros(0, np.float32)  # held back for the crossfade into the next piece
+        total, reasons = 0, []
+        for i, request in enumerate(requests):
+            last_piece = i == len(requests) - 1
+            joined = i == 0
+            pieces = self._stream_piece(
+                request, guard, first_chunk_frames if i == 0 else chunk_frames, chunk_frames
+            )
+            for wav, frames, final, reason in pieces:
+                total += frames
+                if not joined and wav.size:
+                    head, wav = crossfade(carry, wav, fade)
+                    carry, joined = head, True
+                out = np.concatenate([carry, wav])
+                keep = 0 if last_piece else min(fade, len(out))
+                out, carry = out[: len(out) - keep], out[len(out) - keep:]
+                if final:
+                    reasons.append(reason)
+                if final and last_piece:
+                    yield AudioChunk(out, self.sample_rate, frames, total, True,
+                                     time.perf_counter() - start, _finish(reasons), requests[0].seed)
+                elif out.size or frames:
+                    yield AudioChunk(out, self.sample_rate, frames, total, False,
+                                     time.perf_counter() - start)
+            mx.clear_cache()
 
     def create_voice_prompt(
         self, ref_audio: AudioInput, ref_text: str | None = None
@@ -275,6 +315,7 @@ class Qwen3TTS:
             )
         wav, sr = self._read_reference(ref_audio)
         wav24 = audio_io.prepare_audio(wav, sr)
+        _check_reference(wav24, self.speech_tokenizer.input_sample_rate)
         embedding = self.model.speaker_encoder.embed(wav24)
         codes = self.speech_tokenizer.encode(wav24, self.speech_tokenizer.input_sample_rate)
         return VoicePrompt(
@@ -284,6 +325,56 @@ class Qwen3TTS:
         )
 
     # ----------------------------------------------------------------------- internals
+
+    def _requests(self, text: str, split: bool, kwargs: dict[str, Any]) -> list[_Request]:
+        """One request per piece of text; piece i is seeded with seed + i."""
+        self._check_text(text)
+        pieces = split_text(text) if split else [text]
+        seed = self._seed(kwargs.pop("seed", None))
+        return [self._request(piece, seed=seed + i, **kwargs) for i, piece in enumerate(pieces)]
+
+    def _stream_piece(self, request: _Request, guard, first: int, every: int):
+        """`(audio, frames, is_final, finish_reason)` for one piece, decoded as frames arrive."""
+        decoder = self.speech_tokenizer.stream_decoder()
+        if request.prompt.ref_codes is not None:
+            # In-context clones decode their reference first, so the first chunk is seamless.
+            decoder.decode_step(np.array(request.prompt.ref_codes))
+        pending: list[np.ndarray] = []
+        produced, reasons = 0, [None]
+        steps = generate_step(self.model.talker, [request.prompt], self.embedder.tts_pad,
+                              request.config, mx.random.key(request.seed), guard)
+        for frame in steps:
+            reasons = frame.reasons
+            pending.append(np.array(frame.codes[0]))
+            produced += 1
+            if len(pending) >= (first if produced == len(pending) else every):
+                yield self._decode_stream(decoder, pending), len(pending), False, None
+                pending = []
+        reason = reasons[0] or "length"
+        _warn_runaway([reason])
+        yield self._decode_stream(decoder, pending), len(pending), True, reason
+
+    def _decode_stream(self, decoder, frames: list[np.ndarray]) -> np.ndarray:
+        if not frames:
+            return np.zeros(0, np.float32)
+        return _check_audio(decoder.decode_step(np.stack(frames).astype(np.int32)))
+
+    def _join(self, audio: np.ndarray, piece: np.ndarray) -> np.ndarray:
+        if not audio.size:
+            return piece
+        head, piece = crossfade(audio, piece, int(CROSSFADE_SECONDS * self.sample_rate))
+        return np.concatenate([head, piece])
+
+    @staticmethod
+    def _check_text(text: str) -> None:
+        if not isinstance(text, str):
+            raise SynthesisError(f"text must be a str, got {type(text).__name__}.")
+        if not text.strip():
+            raise EmptyTextError("text is empty; pass something to say.")
+        if not any(unicodedata.category(c)[0] in "LN" for c in text):
+            raise EmptyTextError(
+                f"text {text[:40]!r} has no letters or digits, so nothing to speak."
+            )
 
     @staticmethod
     def _seed(seed: int | None) -> int:
@@ -341,11 +432,8 @@ class Qwen3TTS:
         return _Request(prompt, config, self._seed(seed))
 
     def _text_ids(self, text: str) -> list[int]:
-        if not isinstance(text, str):
-            raise SynthesisError(f"text must be a str, got {type(text).__name__}.")
-        if not text.strip():
-            raise EmptyTextError("text is empty; pass something to say.")
-        ids = self.embedder.target_ids(text)
+        self._check_text(text)
+        ids = self.embedder.target_ids(_strip_controls(text))
         if not ids:
             raise EmptyTextError(f"text {text!r} produced no tokens.")
         return ids
@@ -433,7 +521,7 @@ class Qwen3TTS:
         if codes.shape[0] == 0:
             return np.zeros(0, np.float32)
         if ref_codes is None:
-            return self.speech_tokenizer.decode(codes, mode=mode)
+            return _check_audio(self.speech_tokenizer.decode(codes, mode=mode))
         # In-context clones decode reference + output together and cut the reference off (§3.8).
         ref = np.array(ref_codes)
         wav = self.speech_tokenizer.decode(np.concatenate([ref, codes]), mode=mode)
@@ -441,13 +529,49 @@ class Qwen3TTS:
             cut = int(ref.shape[0] / (ref.shape[0] + codes.shape[0]) * wav.shape[0])
         else:
             cut = ref.shape[0] * self.speech_tokenizer.samples_per_frame
-        return wav[cut:]
+        return _check_audio(wav[cut:])
 
-    def _chunk(self, decoder, frames: list[np.ndarray], total: int, start: float,
-               final: bool) -> AudioChunk:
-        if frames:
-            wav = decoder.decode_step(np.stack(frames).astype(np.int32))
-        else:
-            wav = np.zeros(0, np.float32)
-        return AudioChunk(wav, self.sample_rate, len(frames), total, final,
-                          time.perf_counter() - start)
+
+def _guard(runaway_guard: bool | RunawayGuard) -> RunawayGuard | None:
+    if isinstance(runaway_guard, RunawayGuard):
+        return runaway_guard
+    return RunawayGuard() if runaway_guard else None
+
+
+def _finish(reasons: list[str]) -> str:
+    """The finish reason of a split text: the most severe of its pieces'."""
+    for reason in ("runaway", "length"):
+        if reason in reasons:
+            return reason
+    return "eos"
+
+
+def _warn_runaway(reasons: list[str]) -> None:
+    if "runaway" in reasons:
+        warnings.warn(
+            "Generation did not stop by itself and was ended by the runaway guard "
+            "(finish_reason='runaway'); pass runaway_guard=False to disable it.",
+            RuntimeWarning, stacklevel=3,
+        )
+
+
+def _strip_controls(text: str) -> str:
+    """Drop control characters (keeping newlines and tabs): they carry nothing to say."""
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
+
+
+def _check_reference(wav24: np.ndarray, sample_rate: int) -> None:
+    seconds = len(wav24) / sample_rate
+    if seconds > MAX_REFERENCE_SECONDS:
+        raise AudioError(
+            f"Reference audio is {seconds:.1f} s long; cloning works best from 3-20 s of clean "
+            f"speech and accepts at most {MAX_REFERENCE_SECONDS} s. Trim it."
+        )
+    if np.max(np.abs(wav24)) < SILENCE_PEAK:
+        raise AudioError("Reference audio is silent; pass a recording of the voice to clone.")
+
+
+def _check_audio(audio: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(audio)):
+        raise SynthesisError("The speech tokenizer decoded non-finite audio; try dtype='float32'.")
+    return audio

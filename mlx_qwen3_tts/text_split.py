@@ -1,0 +1,77 @@
+"""Splitting long text into pieces the model speaks well, and joining their audio.
+
+Texts up to `SPLIT_CHARS` characters are never split, so they stay identical to the official
+model's output. Longer ones are cut at sentence ends, then clause marks, then spaces, into pieces
+of at most `SPLIT_CHARS` characters.
+"""
+
+import re
+import unicodedata
+
+import numpy as np
+
+SPLIT_CHARS = 300
+CROSSFADE_SECONDS = 0.02
+
+# Sentence ends (Latin and CJK), then clause marks; each keeps its punctuation and what follows.
+_SENTENCE = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|(?<=[。！？])")
+_CLAUSE = re.compile(r"(?<=[,;:，；：、—])\s*")
+
+
+def _pack(parts: list[str], limit: int) -> list[str]:
+    """Greedily join consecutive parts while they fit in `limit` characters."""
+    pieces: list[str] = []
+    for part in parts:
+        if pieces and len(pieces[-1]) + 1 + len(part) <= limit:
+            pieces[-1] = f"{pieces[-1]} {part}"
+        else:
+            pieces.append(part)
+    return pieces
+
+
+def _split(text: str, limit: int, patterns: list[re.Pattern]) -> list[str]:
+    if len(text) <= limit:
+        return [text]
+    if not patterns:  # no boundary left: cut at spaces, else hard at the limit
+        words = text.split()
+        if len(words) > 1 and max(len(w) for w in words) <= limit:
+            return _pack(words, limit)
+        return [text[i : i + limit] for i in range(0, len(text), limit)]
+    parts = [p.strip() for p in patterns[0].split(text) if p.strip()]
+    out: list[str] = []
+    for part in parts:
+        out += _split(part, limit, patterns[1:])
+    return _pack(out, limit)
+
+
+def _speakable(text: str) -> bool:
+    return any(unicodedata.category(c)[0] in "LN" for c in text)
+
+
+def split_text(text: str, limit: int = SPLIT_CHARS) -> list[str]:
+    """Pieces of at most `limit` characters, cut at the strongest boundary available.
+
+    A piece with nothing to say (only punctuation, say) is merged into its neighbour.
+    """
+    if len(text) <= limit:
+        return [text]
+    pieces: list[str] = []
+    for piece in _split(text.strip(), limit, [_SENTENCE, _CLAUSE]):
+        if pieces and (not _speakable(piece) or not _speakable(pieces[-1])):
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        else:
+            pieces.append(piece)
+    return pieces
+
+
+def crossfade(a: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Overlap the last `n` samples of `a` with the first `n` of `b` (equal-gain linear fade).
+
+    Returns `(a without its tail, b with the blended head)`, so streams can emit `a` at once.
+    """
+    n = min(n, len(a), len(b))
+    if n == 0:
+        return a, b
+    ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    head = a[-n:] * (1 - ramp) + b[:n] * ramp
+    return a[:-n], np.concatenate([head, b[n:]])

@@ -1,0 +1,156 @@
+"""The bad-input catalogue: every case raises a specific error class with a helpful message.
+
+Library errors all derive from `qt.Qwen3TTSError`; nothing surfaces as a raw MLX exception.
+Bad checkpoints have their own cases in test_loading.py.
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import mlx_qwen3_tts as qt
+
+TEXT = "hello there, how are you today?"
+SR = 24000
+
+
+def tone(seconds=1.0, sr=SR, channels=1):
+    t = np.arange(int(seconds * sr)) / sr
+    wav = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+    return np.stack([wav, 0.5 * wav], axis=1) if channels == 2 else wav
+
+
+@pytest.fixture(scope="module")
+def cv(checkpoint):
+    return qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def cv17(checkpoint):
+    return qt.load(checkpoint("tiny-1.7b", "custom_voice"), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def design(checkpoint):
+    return qt.load(checkpoint("tiny-1.7b", "voice_design"), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def base(checkpoint):
+    return qt.load(checkpoint("tiny-0.6b", "base"), dtype="float32")
+
+
+CUSTOM_VOICE_CASES = [
+    # (id, kwargs, error, message pattern)
+    ("empty text", dict(text=""), qt.EmptyTextError, "empty"),
+    ("whitespace text", dict(text=" \n\t "), qt.EmptyTextError, "empty"),
+    ("punctuation only", dict(text="?!... --"), qt.EmptyTextError, "no letters or digits"),
+    ("emoji only", dict(text="😀🎉👍"), qt.EmptyTextError, "no letters or digits"),
+    ("None text", dict(text=None), qt.SynthesisError, "text must be a str, got NoneType"),
+    ("bytes text", dict(text=b"hello"), qt.SynthesisError, "text must be a str, got bytes"),
+    ("unknown speaker", dict(speaker="bob"), qt.UnknownSpeakerError, "Unknown speaker 'bob'.*vivian"),
+    ("missing speaker", dict(speaker=None), qt.UnknownSpeakerError, "needs a speaker; choose one of"),
+    ("unknown language", dict(language="elvish"), qt.UnsupportedLanguageError, "Supported: auto"),
+    ("dialect as language", dict(language="beijing_dialect"), qt.UnsupportedLanguageError,
+     "dialects come with the speakers"),
+    ("instruct on 0.6B", dict(instruct="whisper"), qt.InstructUnsupportedError, "1.7B CustomVoice"),
+    ("clone on CustomVoice", dict(ref_audio=(tone(), SR)), qt.VoiceCloneUnsupportedError,
+     "Qwen3-TTS-12Hz-0.6B-Base"),
+    ("voice on CustomVoice", dict(voice="x.safetensors"), qt.VoiceCloneUnsupportedError, "Base"),
+    ("negative temperature", dict(temperature=-0.5), qt.SynthesisError, "temperature must be >= 0"),
+    ("top_p zero", dict(top_p=0.0), qt.SynthesisError, r"top_p must be in \(0, 1\]"),
+    ("top_p above one", dict(top_p=1.2), qt.SynthesisError, r"top_p must be in \(0, 1\]"),
+    ("negative top_k", dict(top_k=-1), qt.SynthesisError, "top_k must be an integer >= 0"),
+    ("float top_k", dict(top_k=2.5), qt.SynthesisError, "top_k must be an integer"),
+    ("zero repetition penalty", dict(repetition_penalty=0), qt.SynthesisError, "repetition_penalty must be > 0"),
+    ("negative subtalker temperature", dict(subtalker_temperature=-1), qt.SynthesisError, "temperature"),
+    ("zero max_frames", dict(max_frames=0), qt.SynthesisError, "max_frames must be a positive integer"),
+    ("negative max_frames", dict(max_frames=-3), qt.SynthesisError, "max_frames"),
+    ("negative seed", dict(seed=-1), qt.SynthesisError, "seed must be a non-negative integer"),
+    ("typo in argument", dict(temprature=0.5), qt.SynthesisError, r"Unknown argument\(s\) \['temprature'\]"),
+]
+
+
+@pytest.mark.parametrize("case,kwargs,error,match", CUSTOM_VOICE_CASES, ids=[c[0] for c in CUSTOM_VOICE_CASES])
+def test_custom_voice_catalogue(cv, case, kwargs, error, match):
+    args = dict(text=TEXT, speaker="vivian", max_frames=2)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        cv.generate(args.pop("text"), **args)
+    assert issubclass(error, qt.Qwen3TTSError)
+
+
+def test_odd_casing_works(cv):
+    a = cv.generate(TEXT, speaker=" ViViAn ", language="English", seed=1, max_frames=3)
+    b = cv.generate(TEXT, speaker="vivian", language="english", seed=1, max_frames=3)
+    assert np.array_equal(a.codes, b.codes)
+
+
+def test_control_characters_are_dropped(cv):
+    a = cv.generate("hello\x00 there\x07, how\x1b are you today?", speaker="vivian", seed=2, max_frames=3)
+    b = cv.generate(TEXT, speaker="vivian", seed=2, max_frames=3)
+    assert np.array_equal(a.codes, b.codes)
+
+
+def test_instruct_is_for_17b_custom_voice_and_voice_design(cv17, design):
+    assert cv17.generate(TEXT, speaker="ryan", instruct="cheerful", max_frames=2).frames == 2
+    assert design.generate(TEXT, instruct="a bright voice", max_frames=2).frames == 2
+    with pytest.raises(qt.VoiceCloneUnsupportedError, match="Base"):
+        design.generate(TEXT, ref_audio=(tone(), SR))
+
+
+BASE_CASES = [
+    ("speaker on Base", dict(speaker="vivian", ref_audio=(tone(), SR)), qt.ModeError, "not speaker"),
+    ("instruct on Base", dict(instruct="slow", ref_audio=(tone(), SR)), qt.InstructUnsupportedError,
+     "Base checkpoints do not follow"),
+    ("nothing to clone", dict(), qt.ModeError, "exactly one of ref_audio or voice"),
+    ("empty ref text", dict(ref_audio=(tone(), SR), ref_text=""), qt.SynthesisError, "ref_text is empty"),
+    ("empty audio", dict(ref_audio=(np.zeros(0, np.float32), SR)), qt.AudioError, "audio is empty"),
+    ("silent audio", dict(ref_audio=(np.zeros(SR, np.float32), SR)), qt.AudioError, "silent"),
+    ("too short audio", dict(ref_audio=(tone(0.02), SR)), qt.AudioError, "too short|at least"),
+    ("very long audio", dict(ref_audio=(tone(61.0, sr=8000), 8000)), qt.AudioError, "at most 60 s"),
+    ("NaN audio", dict(ref_audio=(np.full(SR, np.nan, np.float32), SR)), qt.AudioError, "NaN"),
+    ("some NaN", dict(ref_audio=(np.where(np.arange(SR) == 5, np.nan, tone()).astype(np.float32), SR)),
+     qt.AudioError, "NaN or inf"),
+    ("int16 audio", dict(ref_audio=((tone() * 32767).astype(np.int16), SR)), qt.AudioError, "floating point"),
+    ("channels-first stereo", dict(ref_audio=(tone(channels=2).T, SR)), qt.AudioError, "channels-first"),
+    ("zero sample rate", dict(ref_audio=(tone(), 0)), qt.AudioError, "sample_rate must be a positive"),
+    ("bare array", dict(ref_audio=tone()), qt.AudioError, r"\(waveform, sample_rate\)"),
+]
+
+
+@pytest.mark.parametrize("case,kwargs,error,match", BASE_CASES, ids=[c[0] for c in BASE_CASES])
+def test_base_catalogue(base, case, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        base.generate(TEXT, max_frames=2, **kwargs)
+
+
+def test_reference_files(base, tmp_path):
+    with pytest.raises(qt.AudioError, match="cannot read audio file"):
+        base.generate(TEXT, ref_audio=str(tmp_path / "missing.wav"), max_frames=2)
+    (tmp_path / "notaudio.wav").write_text("this is text, not audio")
+    with pytest.raises(qt.AudioError, match="cannot read audio file"):
+        base.generate(TEXT, ref_audio=str(tmp_path / "notaudio.wav"), max_frames=2)
+    (tmp_path / "voice.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(qt.AudioError, match="not a readable voice prompt"):
+        base.generate(TEXT, voice=tmp_path / "voice.safetensors", max_frames=2)
+
+
+@pytest.mark.parametrize("channels,sr", [(2, 24000), (1, 8000), (1, 96000), (2, 44100)])
+def test_valid_references_of_any_rate_and_channels(base, tmp_path, channels, sr):
+    """Stereo is averaged and any rate is resampled to 24 kHz, as the reference does."""
+    wav = tone(1.0, sr=sr, channels=channels)
+    sf.write(tmp_path / "ref.flac", wav, sr)
+    voice = base.create_voice_prompt(str(tmp_path / "ref.flac"), ref_text="my voice.")
+    assert voice.ref_codes.shape == (13, 16)  # ceil(1.0 s * 12.5)
+    mono24 = base.create_voice_prompt((wav.mean(axis=1) if channels == 2 else wav, sr), ref_text="my voice.")
+    np.testing.assert_array_equal(voice.ref_codes, mono24.ref_codes)
+
+
+def test_truncated_checkpoint_folder(tmp_path, checkpoint):
+    folder = shutil.copytree(checkpoint(), tmp_path / "ck")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(qt.ModelLoadError, match="no model\\*.safetensors"):
+        qt.load(folder)

@@ -1,0 +1,111 @@
+"""Runaway guard, long texts with bounded memory, determinism across processes."""
+
+import subprocess
+import sys
+import warnings
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_qwen3_tts as qt
+from mlx_qwen3_tts.generate import RunawayGuard
+from mlx_qwen3_tts.text_split import split_text
+
+
+@pytest.fixture(scope="module")
+def never_stops(checkpoint):
+    # EOS row of the codec head zeroed: its logit is 0, below the top-50 of 2048 random logits,
+    # so generation never ends by itself.
+    return qt.load(checkpoint("tiny-0.6b", "custom_voice", eos_scale=0.0), dtype="float32")
+
+
+def test_runaway_guard_ends_generation_within_its_bound(never_stops):
+    guard = RunawayGuard(base_frames=20, frames_per_token=2.0)
+    text = "hi there."
+    n_tokens = len(never_stops.embedder.target_ids(text))
+    with pytest.warns(RuntimeWarning, match="runaway guard"):
+        r = never_stops.generate(text, speaker="vivian", seed=0, runaway_guard=guard)
+    assert r.finish_reason == "runaway"
+    assert r.frames == guard.frame_cap(n_tokens) and len(r.audio) == r.frames * 1920
+
+
+def test_runaway_guard_default_bound_and_off_switch(never_stops):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no guard warning when the frame limit comes first
+        r = never_stops.generate("hi.", speaker="vivian", seed=0, max_frames=30)
+    assert r.finish_reason == "length" and r.frames == 30
+    r = never_stops.generate("hi.", speaker="vivian", seed=0, max_frames=120, runaway_guard=False)
+    assert r.finish_reason == "length" and r.frames == 120
+
+
+def test_runaway_guard_detects_loops():
+    guard = RunawayGuard(repeat_window=10, min_distinct=2)
+    assert not guard.looping([5, 6] * 4)  # too short to judge
+    assert guard.looping([1, 2, 3] + [5, 6] * 5)
+    assert not guard.looping(list(range(10)))
+
+
+def test_runaway_guard_stream_flags_it(never_stops):
+    guard = RunawayGuard(base_frames=10, frames_per_token=1.0)
+    with pytest.warns(RuntimeWarning):
+        chunks = list(never_stops.stream_generate("hi.", speaker="vivian", seed=0, runaway_guard=guard))
+    assert chunks[-1].finish_reason == "runaway"
+
+
+def test_long_text_split_with_bounded_memory(checkpoint):
+    tts = qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="float32")
+    text = " ".join(f"This is sentence number {i}, spoken as part of a long text." for i in range(90))
+    assert len(text) > 5000
+    pieces = split_text(text)
+    memory = []
+    total = 0
+    for chunk in tts.stream_generate(text, speaker="vivian", seed=0, max_frames=3, chunk_frames=3):
+        total += len(chunk.audio)
+        memory.append(mx.get_active_memory())
+    assert chunk.is_final and chunk.total_frames == 3 * len(pieces)
+    # Pieces are joined by 20 ms crossfades.
+    assert total == 3 * 1920 * len(pieces) - 480 * (len(pieces) - 1)
+    half = len(memory) // 2
+    assert max(memory[half:]) <= max(memory[:half]) * 1.1 + 1e6
+    one_shot = tts.generate(text, speaker="vivian", seed=0, max_frames=3)
+    assert len(one_shot.audio) == total and one_shot.frames == 3 * len(pieces)
+
+
+def test_split_false_speaks_one_piece(checkpoint):
+    tts = qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="float32")
+    text = "word " * 100
+    r = tts.generate(text, speaker="vivian", seed=0, max_frames=4, split=False)
+    assert r.frames == 4
+
+
+def test_same_seed_identical_across_processes(checkpoint):
+    folder = checkpoint("tiny-0.6b", "custom_voice")
+    code = (
+        "import sys, hashlib, mlx_qwen3_tts as qt;"
+        "r = qt.load(sys.argv[1], dtype='float32').generate('hello there.', speaker='ryan', seed=42, max_frames=6);"
+        "print(hashlib.sha256(r.audio.tobytes()).hexdigest())"
+    )
+    digests = [
+        subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True,
+                       check=True).stdout.strip()
+        for _ in range(2)
+    ]
+    assert digests[0] == digests[1] and len(digests[0]) == 64
+    here = qt.load(folder, dtype="float32").generate("hello there.", speaker="ryan", seed=42, max_frames=6)
+    import hashlib
+
+    assert hashlib.sha256(here.audio.tobytes()).hexdigest() == digests[0]
+
+
+def test_non_finite_logits_are_reported(checkpoint, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(checkpoint(), tmp_path / "nan")
+    weights = dict(mx.load(str(folder / "model.safetensors")))
+    w = weights["talker.model.norm.weight"]
+    weights["talker.model.norm.weight"] = mx.full(w.shape, float("nan"), w.dtype)
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "pt"})
+    tts = qt.load(folder)
+    with pytest.raises(qt.SynthesisError, match="non-finite logits at frame 0"):
+        tts.generate("hello.", speaker="vivian", max_frames=3)
