@@ -2,7 +2,7 @@
 `generate_step`; every mode differs only in the `Prompt` it is given.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -148,6 +148,7 @@ def generate_step(
     config: GenerationConfig,
     key: mx.array,
     guard: RunawayGuard | None = None,
+    text_at: Callable[[int], mx.array] | None = None,
 ) -> Iterator[Frame]:
     """Generate frames for a batch of prompts, one frame per iteration.
 
@@ -158,6 +159,9 @@ def generate_step(
         config: sampling settings and the frame limit.
         key: an MLX random key; the only source of randomness.
         guard: stops runaway rows; None disables it.
+        text_at: `step -> [B, H]` text embeddings added to frame `step`'s feedback, read only
+            when the loop resumes after yielding that frame; replaces the prompts' `trailing`
+            (text streamed in while generating, `text_stream.py`).
 
     Yields:
         `Frame`s until every row has stopped or `max_frames` frames were produced.
@@ -174,7 +178,10 @@ def generate_step(
     seen = mx.zeros((B, cfg.vocab_size), mx.bool_)
     reasons: list[str | None] = [None] * B
     history: list[list[int]] = [[] for _ in range(B)]
-    caps = [guard.frame_cap(p.text_tokens) if guard else None for p in prompts]
+    if text_at is None:
+        def text_at(step: int) -> mx.array:
+            return trailing[:, step] if step < trailing.shape[1] else mx.repeat(tts_pad, B, axis=0)
+
     logits, hidden = talker(x, cache)
     for step in range(config.max_frames + 1):
         key, step_key = mx.random.split(key)
@@ -189,7 +196,7 @@ def generate_step(
                 f"The talker produced non-finite logits at frame {step}; the weights or the dtype "
                 "overflowed (try dtype='float32')."
             )
-        _update_reasons(reasons, history, c0.tolist(), eos, guard, caps)
+        _update_reasons(reasons, history, c0.tolist(), eos, guard, prompts)
         active = np.array([r is None for r in reasons])
         if step == config.max_frames or not active.any():
             return  # the last sampled token gets no frame (§3.5)
@@ -198,11 +205,10 @@ def generate_step(
         seen = seen | (mx.arange(cfg.vocab_size) == c0[:, None])
         codes = predict_codes(talker, hidden[:, -1], c0, config.code_predictor, keys[1:])
         yield Frame(codes, active, reasons)
-        text = trailing[:, step] if step < trailing.shape[1] else mx.repeat(tts_pad, B, axis=0)
-        logits, hidden = talker((talker.embed_frame(codes) + text)[:, None], cache)
+        logits, hidden = talker((talker.embed_frame(codes) + text_at(step))[:, None], cache)
 
 
-def _update_reasons(reasons, history, c0: list[int], eos: int, guard, caps) -> None:
+def _update_reasons(reasons, history, c0: list[int], eos: int, guard, prompts) -> None:
     """Mark rows that just sampled EOS, or that the runaway guard stops before this frame."""
     for b, token in enumerate(c0):
         if reasons[b] is not None:
@@ -211,7 +217,9 @@ def _update_reasons(reasons, history, c0: list[int], eos: int, guard, caps) -> N
             reasons[b] = "eos"
             continue
         history[b].append(token)
-        if guard and (len(history[b]) > caps[b] or guard.looping(history[b])):
+        # The cap is read every frame: streamed-in text raises a prompt's token count.
+        if guard and (len(history[b]) > guard.frame_cap(prompts[b].text_tokens)
+                      or guard.looping(history[b])):
             reasons[b] = "runaway"
 
 

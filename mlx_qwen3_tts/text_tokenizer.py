@@ -77,6 +77,15 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
+    def pre_tokens(self, text: str) -> list[str]:
+        """The byte-level pieces BPE runs on, after NFC and the Qwen2 split."""
+        normalized = self._tokenizer.normalizer.normalize_str(text)
+        return [p for p, _ in self._tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
+
+    def encode_pre_tokens(self, pieces: list[str]) -> list[int]:
+        """BPE ids of pieces from `pre_tokens`: each piece's ids never depend on what follows."""
+        return [t.id for piece in pieces for t in self._tokenizer.model.tokenize(piece)]
+
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 import numpy as np
@@ -37,6 +37,9 @@ from .text_split import CROSSFADE_SECONDS, crossfade, split_text
 from .text_tokenizer import TextTokenizer
 from .voice_prompt import VoicePrompt
 from .voices import Language
+
+if TYPE_CHECKING:
+    from .text_stream import TextStream
 
 AudioInput = str | os.PathLike | tuple[np.ndarray, int]
 MAX_REFERENCE_SECONDS = 60
@@ -288,6 +291,22 @@ class Qwen3TTS:
                                      time.perf_counter() - start)
             mx.clear_cache()
 
+    def open_stream(self, **kwargs: Any) -> "TextStream":
+        """A session that takes text as it arrives and yields audio while it still arrives.
+
+        Args:
+            lookahead: text tokens kept ahead of the frame loop (default 2).
+            chunk_frames, first_chunk_frames, runaway_guard: as in `stream_generate`.
+            **kwargs: voice and sampling arguments of `generate` (speaker, language, instruct,
+                voice / ref_audio without ref_text, seed, temperature, ...).
+
+        With all text fed up front, the audio equals `stream_generate(text,
+        non_streaming_mode=False, ...)` with the same seed. See `text_stream.py`.
+        """
+        from .text_stream import TextStream
+
+        return TextStream(self, **kwargs)
+
     def create_voice_prompt(
         self, ref_audio: AudioInput, ref_text: str | None = None
     ) -> VoicePrompt:
@@ -405,9 +424,13 @@ class Qwen3TTS:
         voice: VoicePrompt | str | os.PathLike | None = None,
         seed: int | None = None,
         non_streaming_mode: bool | None = None,
+        text_ids: list[int] | None = None,
         **sampling: Any,
     ) -> _Request:
-        """Check every argument against the checkpoint, then build the prompt."""
+        """Check every argument against the checkpoint, then build the prompt.
+
+        `text_ids`, when given, are the already tokenized text (`text_stream.py`).
+        """
         unknown = set(sampling) - {
             "temperature", "top_k", "top_p", "repetition_penalty", "max_frames",
             "subtalker_temperature", "subtalker_top_k", "subtalker_top_p",
@@ -415,7 +438,7 @@ class Qwen3TTS:
         if unknown:
             raise SynthesisError(f"Unknown argument(s) {sorted(unknown)} for generate.")
         config = self.default_config.override(**sampling)
-        text_ids = self._text_ids(text)
+        text_ids = self._text_ids(text) if text_ids is None else text_ids
         language_id = self._language_id(language)
         instruct = instruct or None
         if self.model_type == "base":

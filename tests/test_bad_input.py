@@ -64,16 +64,20 @@ CUSTOM_VOICE_CASES = [
     ("top_p above one", dict(top_p=1.2), qt.SynthesisError, r"top_p must be in \(0, 1\]"),
     ("negative top_k", dict(top_k=-1), qt.SynthesisError, "top_k must be an integer >= 0"),
     ("float top_k", dict(top_k=2.5), qt.SynthesisError, "top_k must be an integer"),
-    ("zero repetition penalty", dict(repetition_penalty=0), qt.SynthesisError, "repetition_penalty must be > 0"),
-    ("negative subtalker temperature", dict(subtalker_temperature=-1), qt.SynthesisError, "temperature"),
+    ("zero repetition penalty", dict(repetition_penalty=0), qt.SynthesisError,
+     "repetition_penalty must be > 0"),
+    ("negative subtalker temperature", dict(subtalker_temperature=-1), qt.SynthesisError,
+     "temperature"),
     ("zero max_frames", dict(max_frames=0), qt.SynthesisError, "max_frames must be a positive integer"),
     ("negative max_frames", dict(max_frames=-3), qt.SynthesisError, "max_frames"),
     ("negative seed", dict(seed=-1), qt.SynthesisError, "seed must be a non-negative integer"),
-    ("typo in argument", dict(temprature=0.5), qt.SynthesisError, r"Unknown argument\(s\) \['temprature'\]"),
+    ("typo in argument", dict(temprature=0.5), qt.SynthesisError,
+     r"Unknown argument\(s\) \['temprature'\]"),
 ]
 
 
-@pytest.mark.parametrize("case,kwargs,error,match", CUSTOM_VOICE_CASES, ids=[c[0] for c in CUSTOM_VOICE_CASES])
+@pytest.mark.parametrize("case,kwargs,error,match", CUSTOM_VOICE_CASES,
+                         ids=[c[0] for c in CUSTOM_VOICE_CASES])
 def test_custom_voice_catalogue(cv, case, kwargs, error, match):
     args = dict(text=TEXT, speaker="vivian", max_frames=2)
     args.update(kwargs)
