@@ -15,7 +15,7 @@ from .errors import (
 from .loading import load
 from .speech_tokenizer import SpeechTokenizer
 from .tts import AudioChunk, GenerationResult, Qwen3TTS
-from .voice_prompt import VoicePrompt
+from .voice_prompt import VoicePrompt, list_voices, voices_dir
 from .voices import Language, Speaker
 
 __version__ = "0.1.0"
@@ -39,5 +39,7 @@ __all__ = [
     "VoiceCloneUnsupportedError",
     "VoicePrompt",
     "__version__",
+    "list_voices",
     "load",
+    "voices_dir",
 ]

@@ -125,6 +125,31 @@ class RunawayGuard:
 
 
 @dataclass
+class PrefixCache:
+    """The talker's KV cache after a prompt's voice-only prefix (`Prompt.prefix_len`)."""
+
+    length: int
+    states: list[tuple[mx.array, mx.array]]
+
+    @classmethod
+    def compute(cls, talker: Talker, prefix: mx.array) -> "PrefixCache":
+        cache = talker.make_cache()
+        talker.model(prefix[None], cache)
+        states = [(c.keys[..., : c.offset, :], c.values[..., : c.offset, :]) for c in cache]
+        mx.eval(states)
+        return cls(prefix.shape[0], states)
+
+    def restore(self) -> list[KVCache]:
+        caches = []
+        for keys, values in self.states:
+            c = KVCache()
+            # New writes go to a grown copy (update_and_fetch concatenates), never into these.
+            c.keys, c.values, c.offset = keys, values, self.length
+            caches.append(c)
+        return caches
+
+
+@dataclass
 class Frame:
     """One step of the frame loop for a batch.
 
@@ -149,6 +174,7 @@ def generate_step(
     key: mx.array,
     guard: RunawayGuard | None = None,
     text_at: Callable[[int], mx.array] | None = None,
+    prefix: PrefixCache | None = None,
 ) -> Iterator[Frame]:
     """Generate frames for a batch of prompts, one frame per iteration.
 
@@ -162,6 +188,8 @@ def generate_step(
         text_at: `step -> [B, H]` text embeddings added to frame `step`'s feedback, read only
             when the loop resumes after yielding that frame; replaces the prompts' `trailing`
             (text streamed in while generating, `text_stream.py`).
+        prefix: the KV cache of the first `prefix.length` prefill positions of a single prompt,
+            computed earlier for the same voice; only the rest is prefilled.
 
     Yields:
         `Frame`s until every row has stopped or `max_frames` frames were produced.
@@ -173,7 +201,11 @@ def generate_step(
     eos = cfg.codec_eos_token_id
     x, trailing, left = _left_pad(prompts, tts_pad)
     B = x.shape[0]
-    cache = [BatchKVCache(left) if any(left) else KVCache() for _ in talker.layers]
+    if prefix is not None:
+        assert B == 1 and prompts[0].prefix_len == prefix.length
+        cache, x = prefix.restore(), x[:, prefix.length:]
+    else:
+        cache = [BatchKVCache(left) if any(left) else KVCache() for _ in talker.layers]
     ban = talker_ban_mask(cfg.vocab_size, eos)
     seen = mx.zeros((B, cfg.vocab_size), mx.bool_)
     reasons: list[str | None] = [None] * B
@@ -230,6 +262,7 @@ def generate_codes(
     config: GenerationConfig,
     key: mx.array,
     guard: RunawayGuard | None = None,
+    prefix: PrefixCache | None = None,
 ) -> list[tuple[np.ndarray, str]]:
     """All frames of every row: `(codes [frames, 16], finish_reason)` per prompt.
 
@@ -238,7 +271,7 @@ def generate_codes(
     """
     rows: list[list[np.ndarray]] = [[] for _ in prompts]
     reasons: list[str | None] = [None] * len(prompts)
-    for frame in generate_step(talker, prompts, tts_pad, config, key, guard):
+    for frame in generate_step(talker, prompts, tts_pad, config, key, guard, prefix=prefix):
         codes = np.array(frame.codes)
         for b in np.flatnonzero(frame.active):
             rows[b].append(codes[b])

@@ -28,12 +28,15 @@ class Prompt:
         trailing: `[T, H]` text embeddings added to frames 0..T-1 (`tts_pad` after that).
         ref_codes: `[F, 16]` reference codes of an in-context clone, decoded with the output.
         text_tokens: number of tokens of the text to speak (bounds runaway generation).
+        prefix_len: leading prefill positions that do not depend on the text to speak (the
+            voice part); their KV cache can be computed once per voice and reused.
     """
 
     prefill: mx.array
     trailing: mx.array
     ref_codes: mx.array | None = None
     text_tokens: int = 0
+    prefix_len: int = 0
 
 
 class PromptEmbedder:
@@ -129,7 +132,8 @@ def text_prompt(
         parts.append(e.text(text_ids[:1]) + codec_bos)
         rest = [e.text(text_ids[1:])] if len(text_ids) > 1 else []
         trailing = mx.concatenate(rest + [e.tts_eos])
-    return Prompt(mx.concatenate(parts), trailing, text_tokens=len(text_ids))
+    prefix_len = sum(p.shape[0] for p in parts[: len(parts) - (2 if non_streaming else 1)])
+    return Prompt(mx.concatenate(parts), trailing, text_tokens=len(text_ids), prefix_len=prefix_len)
 
 
 def icl_prompt(
@@ -154,4 +158,7 @@ def icl_prompt(
     else:
         pad = mx.repeat(e.tts_pad, codec.shape[0] - text.shape[0], axis=0)
         tail, trailing = mx.concatenate([text, pad]) + codec, e.tts_pad
-    return Prompt(mx.concatenate([head, tail]), trailing, ref_codes, len(text_ids))
+    # Tail positions pairing the reference transcript with codec frames are voice-only too.
+    shared = len(ref_ids) if non_streaming else min(len(ref_ids), codec.shape[0])
+    return Prompt(mx.concatenate([head, tail]), trailing, ref_codes, len(text_ids),
+                  head.shape[0] + shared)

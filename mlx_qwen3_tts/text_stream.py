@@ -116,7 +116,7 @@ class TextStream:
         self.decoder = self.tts.speech_tokenizer.stream_decoder()
         self.frames = generate_step(
             self.tts.model.talker, [self.prompt], self.tts.embedder.tts_pad, request.config,
-            mx.random.key(self.seed), self.guard, self._text_at,
+            mx.random.key(self.seed), self.guard, self._text_at, self.tts._prefix(self.prompt),
         )
 
     def _text_at(self, step: int) -> mx.array:

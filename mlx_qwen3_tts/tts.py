@@ -4,11 +4,13 @@ It turns user arguments into a `Prompt` (checking them against the checkpoint's 
 runs the one frame loop of `generate.py`, and decodes frames to audio with the speech tokenizer.
 """
 
+import hashlib
 import os
 import secrets
 import time
 import unicodedata
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,7 +31,7 @@ from .errors import (
     UnsupportedLanguageError,
     VoiceCloneUnsupportedError,
 )
-from .generate import GenerationConfig, RunawayGuard, generate_codes, generate_step
+from .generate import GenerationConfig, PrefixCache, RunawayGuard, generate_codes, generate_step
 from .models.qwen3_tts import Model, Qwen3TTSConfig
 from .prompt import Prompt, PromptEmbedder, icl_prompt, text_prompt
 from .speech_tokenizer import SpeechTokenizer
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 AudioInput = str | os.PathLike | tuple[np.ndarray, int]
 MAX_REFERENCE_SECONDS = 60
+PREFIX_CACHE_SIZE = 8
 SILENCE_PEAK = 1e-4  # a reference whose peak is below this (-80 dBFS) is treated as silent
 
 
@@ -119,6 +122,7 @@ class Qwen3TTS:
         self.generation_defaults = generation_defaults
         self.path = path
         self.default_config = GenerationConfig.from_checkpoint(generation_defaults)
+        self._prefixes: OrderedDict[str, PrefixCache] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"Qwen3TTS({self.model_type}, size={self.config.tts_model_size}, path={self.path})"
@@ -201,7 +205,7 @@ class Qwen3TTS:
         for request in requests:
             (piece, reason), = generate_codes(
                 self.model.talker, [request.prompt], self.embedder.tts_pad, request.config,
-                mx.random.key(request.seed), guard,
+                mx.random.key(request.seed), guard, self._prefix(request.prompt),
             )
             audio = self._join(audio, self._decode(piece, request.prompt.ref_codes, decode_mode))
             codes.append(piece)
@@ -361,7 +365,8 @@ class Qwen3TTS:
         pending: list[np.ndarray] = []
         produced, reasons = 0, [None]
         steps = generate_step(self.model.talker, [request.prompt], self.embedder.tts_pad,
-                              request.config, mx.random.key(request.seed), guard)
+                              request.config, mx.random.key(request.seed), guard,
+                              prefix=self._prefix(request.prompt))
         for frame in steps:
             reasons = frame.reasons
             pending.append(np.array(frame.codes[0]))
@@ -372,6 +377,22 @@ class Qwen3TTS:
         reason = reasons[0] or "length"
         _warn_runaway([reason])
         yield self._decode_stream(decoder, pending), len(pending), True, reason
+
+    def _prefix(self, prompt: Prompt) -> PrefixCache | None:
+        """The voice part's KV cache, computed once per voice (speaker, clone, instruction).
+
+        Keyed by the prefix embeddings' bytes, so two prompts share it exactly when their
+        voice-only positions are identical; the last `PREFIX_CACHE_SIZE` voices are kept.
+        """
+        if prompt.prefix_len == 0:
+            return None
+        prefix = prompt.prefill[: prompt.prefix_len]
+        key = hashlib.sha1(np.array(prefix.astype(mx.float32)).tobytes()).hexdigest()
+        cache = self._prefixes.pop(key, None) or PrefixCache.compute(self.model.talker, prefix)
+        self._prefixes[key] = cache
+        while len(self._prefixes) > PREFIX_CACHE_SIZE:
+            self._prefixes.popitem(last=False)
+        return cache
 
     def _decode_stream(self, decoder, frames: list[np.ndarray]) -> np.ndarray:
         if not frames:
@@ -521,8 +542,7 @@ class Qwen3TTS:
         if voice is not None:
             if ref_text is not None:
                 raise ModeError("ref_text belongs to ref_audio; a saved voice carries its own.")
-            if not isinstance(voice, VoicePrompt):
-                voice = VoicePrompt.load(voice)
+            voice = VoicePrompt.resolve(voice)
         else:
             voice = self.create_voice_prompt(ref_audio, ref_text)
         e = self.embedder

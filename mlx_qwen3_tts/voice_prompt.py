@@ -1,6 +1,8 @@
 """`VoicePrompt`: what a Base model needs to clone a voice, reusable across runs and processes."""
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,28 @@ import numpy as np
 from .errors import AudioError
 
 FORMAT = "mlx_qwen3_tts.voice_prompt/1"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def voices_dir() -> Path:
+    """Where named voices live: `$MLX_QWEN3_TTS_VOICES`, else `~/.cache/mlx_qwen3_tts/voices`."""
+    default = Path.home() / ".cache" / "mlx_qwen3_tts" / "voices"
+    return Path(os.environ.get("MLX_QWEN3_TTS_VOICES", default)).expanduser()
+
+
+def _named_path(name: str, folder: str | Path | None) -> Path:
+    if not _NAME.match(name):
+        raise AudioError(
+            f"Voice name {name!r} must be 1-64 letters, digits, '_', '-' or '.', starting with a "
+            "letter or digit."
+        )
+    return Path(folder or voices_dir()) / f"{name}.safetensors"
+
+
+def list_voices(folder: str | Path | None = None) -> list[str]:
+    """Names of the voices saved with `VoicePrompt.save_as`."""
+    folder = Path(folder or voices_dir())
+    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
 
 
 @dataclass
@@ -41,6 +65,31 @@ class VoicePrompt:
         meta = {"format": FORMAT, "ref_text": json.dumps(self.ref_text)}
         save_file(tensors, str(path), metadata=meta)
         return path
+
+    def save_as(self, name: str, folder: str | Path | None = None) -> Path:
+        """Store the voice under a name in the voices folder (`voices_dir()` by default)."""
+        path = _named_path(name, folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return self.save(path)
+
+    @classmethod
+    def named(cls, name: str, folder: str | Path | None = None) -> "VoicePrompt":
+        """A voice saved with `save_as`."""
+        path = _named_path(name, folder)
+        if not path.is_file():
+            known = ", ".join(list_voices(folder)) or "none"
+            raise AudioError(f"No saved voice named {name!r} in {path.parent} (saved: {known}).")
+        return cls.load(path)
+
+    @classmethod
+    def resolve(cls, voice: "VoicePrompt | str | os.PathLike") -> "VoicePrompt":
+        """A `VoicePrompt`, a path to a saved one, or the name of one in the voices folder."""
+        if isinstance(voice, VoicePrompt):
+            return voice
+        path = Path(voice)
+        if path.suffix == ".safetensors" or path.exists() or os.sep in str(voice):
+            return cls.load(path)
+        return cls.named(str(voice))
 
     @classmethod
     def load(cls, path: str | Path) -> "VoicePrompt":
