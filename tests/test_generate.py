@@ -3,10 +3,8 @@
 import hashlib
 import json
 import sys
-import threading
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import load_fixture
@@ -73,3 +71,19 @@ def test_06b_custom_voice_refuses_instruct(models):
     tts = models("tiny-0.6b", "custom_voice")
     with pytest.raises(qt.InstructUnsupportedError, match="0.6B CustomVoice"):
         tts.generate("hi", speaker="vivian", instruct="whisper", max_frames=2)
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if c.startswith("clone_")])
+def test_clone_from_audio_matches_official(models, name):
+    """End to end: reference audio -> our encoders -> prompt -> greedy codes, as the official."""
+    tts, fx, kwargs = case_setup(name, models)
+    voice = kwargs.pop("voice")
+    ours = tts.create_voice_prompt((fx["ref_audio"], 24000), ref_text=voice.ref_text)
+    a, b = ours.speaker_embedding, fx["ref_spk_embedding"]
+    assert np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) >= 0.9999
+    if voice.in_context:
+        np.testing.assert_array_equal(ours.ref_codes, fx["ref_code"])
+    result = tts.generate(**kwargs, ref_audio=(fx["ref_audio"], 24000), ref_text=voice.ref_text,
+                          **GREEDY, max_frames=len(fx["codes"]), decode_mode="reference")
+    np.testing.assert_array_equal(result.codes, fx["codes"])
+    assert snr_db(result.audio, fx["audio"]) >= 60
