@@ -1,0 +1,498 @@
+"""`mlx-qwen3-tts`: speak text with any Qwen3-TTS checkpoint from the command line.
+
+    mlx-qwen3-tts --text "Hello there." --out hello.wav
+    echo "Hello there." | mlx-qwen3-tts --speaker ryan --stream --play
+
+A thin layer over the public API: every mode runs `Qwen3TTS.stream_generate`, whose chunks drive
+the progress line and, with `--stream`, are written (and played) as they arrive. `[INFO]` lines,
+the progress line and errors go to standard error; standard output carries only the listings.
+Exit status: 0 done, 1 the library failed (bad checkpoint or audio), 2 bad arguments.
+"""
+
+import argparse
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import mlx.core as mx
+import numpy as np
+import soundfile as sf
+
+from . import __version__
+from .errors import Qwen3TTSError, SynthesisError, UnsupportedLanguageError
+from .loading import load
+from .tts import AudioChunk, Qwen3TTS
+from .voices import Language
+
+PROG = "mlx-qwen3-tts"
+DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"
+BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
+DEFAULT_SPEAKER = "vivian"
+DEFAULT_OUT = "output.wav"
+# Output suffix -> (soundfile format, subtype).
+FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+
+class UsageError(Exception):
+    """Arguments that cannot work together; reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line instead of argparse's full usage block, which is 20 lines for this tool.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _language(value: str) -> str:
+    try:
+        return Language.parse(value).value
+    except UnsupportedLanguageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def setup_arg_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Speak text with a Qwen3-TTS 12 Hz checkpoint on MLX.",
+        epilog="Text comes from --text, --text-file or standard input. Exit status: 0 done, "
+        "1 library error, 2 bad arguments.",
+    )
+    add = parser.add_argument
+    add("--model", type=str, default=DEFAULT_MODEL,
+        help=f"Checkpoint folder or Hugging Face repo id. Default: {DEFAULT_MODEL}")
+    add("--dtype", type=str, default=None, choices=["float32", "float16", "bfloat16"],
+        help="Talker dtype. Default: as stored (bfloat16 in the released files).")
+    add("--device", type=str, default=None, choices=["cpu", "gpu"],
+        help="MLX device. Default: MLX's default (the GPU on Apple silicon).")
+    text = parser.add_mutually_exclusive_group()
+    text.add_argument("--text", type=str, default=None, help="Text to speak.")
+    text.add_argument("--text-file", type=str, default=None,
+                      help="UTF-8 file holding the text to speak ('-' for standard input).")
+    add("--speaker", type=str, default=None,
+        help=f"CustomVoice speaker (see --list-speakers). Default: {DEFAULT_SPEAKER}.")
+    add("--language", type=_language, default="auto",
+        help="Language of the text: auto, " + ", ".join(Language.names()[1:]) + ". Default: auto.")
+    add("--instruct", type=str, default=None,
+        help="Style instruction (1.7B CustomVoice) or voice description (VoiceDesign).")
+    voice = parser.add_mutually_exclusive_group()
+    voice.add_argument("--ref-audio", type=str, default=None,
+                       help="Base models: audio file of the voice to clone.")
+    voice.add_argument("--voice", type=str, default=None,
+                       help="Base models: a voice prompt saved with --save-voice.")
+    add("--ref-text", type=str, default=None,
+        help="Transcript of --ref-audio (closer clone); without it only the speaker embedding is used.")
+    add("--save-voice", type=str, default=None,
+        help="Save the --ref-audio voice prompt to this .safetensors file (no text: save only).")
+    add("--out", type=str, default=None,
+        help=f"Output file; the format follows the suffix: {', '.join(FORMATS)}. "
+        f"Default: {DEFAULT_OUT} (no file when --play has a live player).")
+    add("--stream", action="store_true", help="Write (and with --play, play) audio as it is generated.")
+    add("--play", action="store_true",
+        help="Play the audio (sounddevice if installed, else ffplay / aplay / macOS afplay).")
+    add("--seed", type=int, default=None, help="Random seed. Default: a fresh one, printed at the end.")
+    add("--temperature", type=float, default=None,
+        help="Sampling temperature (0 = greedy). Default: the model's.")
+    add("--top-k", type=int, default=None, help="Top-k sampling. Default: the model's.")
+    add("--top-p", type=float, default=None, help="Top-p sampling. Default: the model's.")
+    add("--repetition-penalty", type=float, default=None, help="Repetition penalty. Default: the model's.")
+    add("--max-frames", type=int, default=None,
+        help="Most frames to generate (12.5 per second of audio). Default: the model's.")
+    add("--list-speakers", action="store_true", help="Print the checkpoint's speakers and exit.")
+    add("--list-languages", action="store_true", help="Print the checkpoint's languages and exit.")
+    chatter = parser.add_mutually_exclusive_group()
+    chatter.add_argument("--quiet", action="store_true", help="Print errors and warnings only.")
+    chatter.add_argument("--verbose", action="store_true",
+                         help="Print progress lines when not on a terminal, and tracebacks on errors.")
+    add("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+class _Log:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[INFO] {message}", file=sys.stderr, flush=True)
+
+    def warning(self, message: str) -> None:
+        print(f"[WARNING] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _gpu_available() -> bool:
+    # mlx has mx.metal on every platform, and mx.cuda only in recent versions.
+    for backend in ("metal", "cuda"):
+        is_available = getattr(getattr(mx, backend, None), "is_available", None)
+        if is_available is not None and is_available():
+            return True
+    return False
+
+
+def _set_device(name: str | None) -> None:
+    if name == "gpu":
+        if not _gpu_available():
+            raise UsageError(
+                "--device gpu: this MLX build has no GPU backend (Metal or CUDA); use --device cpu."
+            )
+        mx.set_default_device(mx.gpu)
+    elif name == "cpu":
+        mx.set_default_device(mx.cpu)
+
+
+def _check_file(flag: str, path: str | None) -> None:
+    if path is not None and not Path(path).is_file():
+        raise UsageError(f"{flag} {path}: no such file.")
+
+
+def _check_out(path: str) -> None:
+    out = Path(path)
+    if out.suffix.lower() not in FORMATS:
+        raise UsageError(
+            f"--out {path}: unknown audio format {out.suffix!r}; use one of {', '.join(FORMATS)}."
+        )
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {path}: folder {out.parent} does not exist.")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the (slow) model load."""
+    if args.ref_text is not None and args.ref_audio is None:
+        raise UsageError("--ref-text is the transcript of --ref-audio; pass --ref-audio too.")
+    if args.save_voice is not None and args.ref_audio is None:
+        raise UsageError("--save-voice saves the voice of --ref-audio; pass --ref-audio too.")
+    if args.speaker is not None and (args.ref_audio or args.voice):
+        raise UsageError(
+            "--speaker picks a CustomVoice speaker, --ref-audio / --voice clone a voice: pick one."
+        )
+    _check_file("--ref-audio", args.ref_audio)
+    _check_file("--voice", args.voice)
+    _check_file("--text-file", None if args.text_file == "-" else args.text_file)
+    if args.out is not None:
+        _check_out(args.out)
+    if args.save_voice is not None and not Path(args.save_voice).parent.is_dir():
+        folder = Path(args.save_voice).parent
+        raise UsageError(f"--save-voice {args.save_voice}: folder {folder} does not exist.")
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.text is not None:
+        return args.text
+    if args.text_file not in (None, "-"):
+        try:
+            return Path(args.text_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--text-file {args.text_file}: {e}") from e
+    if args.text_file == "-" or not sys.stdin.isatty():
+        return sys.stdin.read()
+    return ""
+
+
+def _check_mode(tts: Qwen3TTS, args: argparse.Namespace) -> None:
+    """The library's mode errors name Python arguments; these say which flag or model to use."""
+    cloning = args.ref_audio is not None or args.voice is not None
+    if cloning and tts.model_type != "base":
+        raise UsageError(
+            f"--ref-audio / --voice clone a voice, which needs a Base checkpoint such as "
+            f"--model {BASE_MODEL}; {args.model} is a {tts.model_type} checkpoint."
+        )
+    if tts.model_type == "base" and not cloning:
+        raise UsageError(
+            f"{args.model} is a Base checkpoint: it clones a voice, so pass --ref-audio FILE "
+            "(with --ref-text TRANSCRIPT for a closer clone) or --voice FILE from --save-voice."
+        )
+    if args.speaker is not None and tts.model_type != "custom_voice":
+        raise UsageError(
+            f"--speaker: {args.model} is a {tts.model_type} checkpoint, without named speakers"
+            + (" (describe the voice with --instruct)." if tts.model_type == "voice_design" else ".")
+        )
+
+
+def _voice_kwargs(tts: Qwen3TTS, args: argparse.Namespace, log: _Log) -> dict[str, Any]:
+    """Speaker, instruction and cloned voice arguments of `generate`; saves `--save-voice`."""
+    _check_mode(tts, args)
+    kwargs: dict[str, Any] = {"language": args.language, "instruct": args.instruct}
+    if args.save_voice is not None:
+        prompt = tts.create_voice_prompt(args.ref_audio, args.ref_text)
+        prompt.save(args.save_voice)
+        log.info(f"Saved voice prompt to {args.save_voice} (reuse it with --voice {args.save_voice})")
+        kwargs["voice"] = prompt
+    elif args.ref_audio is not None:
+        kwargs.update(ref_audio=args.ref_audio, ref_text=args.ref_text)
+    elif args.voice is not None:
+        kwargs["voice"] = args.voice
+    elif args.speaker is not None:
+        kwargs["speaker"] = args.speaker
+    elif tts.model_type == "custom_voice" and tts.speakers:
+        speaker = DEFAULT_SPEAKER if DEFAULT_SPEAKER in tts.speakers else tts.speakers[0]
+        log.info(f"No --speaker given: using {speaker} (others: see --list-speakers)")
+        kwargs["speaker"] = speaker
+    return kwargs
+
+
+# --------------------------------------------------------------------------- output
+
+
+class _AudioFile:
+    """An output file written chunk by chunk (`--stream`) or once; opened at the first write."""
+
+    def __init__(self, path: str, sample_rate: int):
+        self.path = path
+        self.sample_rate = sample_rate
+        self.format, self.subtype = FORMATS[Path(path).suffix.lower()]
+        self.file: sf.SoundFile | None = None
+        self.closed = False
+
+    def write(self, audio: np.ndarray) -> None:
+        if self.file is None:
+            self.file = sf.SoundFile(self.path, "w", self.sample_rate, 1, self.subtype, format=self.format)
+        # Random or overdriven models can exceed [-1, 1]; integer PCM would wrap around.
+        self.file.write(np.clip(audio, -1.0, 1.0))
+        self.file.flush()  # the header too: the file is playable while it grows
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.file is None:
+            self.write(np.zeros(0, np.float32))
+        self.file.close()
+        self.closed = True
+
+
+class _Player:
+    """Plays float32 chunks without blocking generation: a thread feeds the audio device."""
+
+    def __init__(self, write: Callable[[np.ndarray], None], finish: Callable[[], None]):
+        self._write, self._finish = write, finish
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+        self._thread.start()
+
+    def _feed(self) -> None:
+        while (block := self._queue.get()) is not None:
+            try:
+                self._write(block)
+            except OSError:
+                return  # the player went away (closed window, Ctrl-C); keep generating
+        self._finish()
+
+    def play(self, audio: np.ndarray) -> None:
+        self._queue.put(np.ascontiguousarray(audio, dtype=np.float32))
+
+    def close(self) -> None:
+        """Wait until everything queued has been played."""
+        self._queue.put(None)
+        self._thread.join()
+
+
+def _sounddevice_player(sample_rate: int) -> _Player | None:
+    try:
+        import sounddevice
+    except (ImportError, OSError):  # not installed, or no PortAudio library
+        return None
+    try:
+        stream = sounddevice.OutputStream(samplerate=sample_rate, channels=1, dtype="float32")
+        stream.start()
+    except sounddevice.PortAudioError:  # no output device: try the next player
+        return None
+
+    def finish() -> None:
+        stream.stop()
+        stream.close()
+
+    return _Player(lambda block: stream.write(block[:, None]), finish)
+
+
+def _pipe_player(sample_rate: int) -> _Player | None:
+    commands = {
+        "ffplay": ["ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet",
+                   "-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", "-"],
+        "aplay": ["aplay", "-q", "-t", "raw", "-f", "FLOAT_LE", "-r", str(sample_rate), "-c", "1"],
+    }
+    for name, command in commands.items():
+        if shutil.which(name):
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+            def finish(proc: subprocess.Popen = proc) -> None:
+                proc.stdin.close()
+                proc.wait()
+
+            return _Player(lambda block, proc=proc: proc.stdin.write(block.astype("<f4").tobytes()), finish)
+    return None
+
+
+def _open_player(sample_rate: int, log: _Log) -> _Player | None:
+    player = _sounddevice_player(sample_rate) or _pipe_player(sample_rate)
+    if player is None and not (sys.platform == "darwin" and shutil.which("afplay")):
+        log.warning("--play: no audio player found; install one with `pip install sounddevice` "
+                    "(or put ffplay / aplay on PATH). The audio is only written to the file.")
+    return player
+
+
+def _play_file(path: str, log: _Log) -> None:
+    """macOS without sounddevice: afplay once the file is complete."""
+    log.info(f"Playing {path} with afplay (pip install sounddevice to play while generating)")
+    subprocess.run(["afplay", path], check=False)
+
+
+# --------------------------------------------------------------------------- synthesis
+
+
+class _Progress:
+    """The progress line on standard error: frames, audio seconds, frames/s, realtime factor."""
+
+    def __init__(self, sample_rate: int, enabled: bool, lines: bool):
+        self.sample_rate = sample_rate
+        self.enabled = enabled
+        self.lines = lines  # not a terminal: one line per update (only with --verbose)
+        self.samples = 0
+        self.first_audio: float | None = None
+
+    def update(self, chunk: AudioChunk) -> None:
+        self.samples += len(chunk.audio)
+        if self.first_audio is None and len(chunk.audio):
+            self.first_audio = chunk.elapsed
+        if not self.enabled:
+            return
+        seconds = self.samples / self.sample_rate
+        rate = chunk.total_frames / chunk.elapsed if chunk.elapsed else 0.0
+        rtf = chunk.elapsed / seconds if seconds else float("inf")
+        line = (f"{chunk.total_frames:6d} frames | {seconds:7.2f} s audio | {rate:6.1f} frames/s | "
+                f"RTF {rtf:5.2f}")
+        if self.lines:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and not self.lines:
+            print(file=sys.stderr, flush=True)
+
+
+def _synthesize(
+    tts: Qwen3TTS, text: str, kwargs: dict[str, Any], args: argparse.Namespace, log: _Log
+) -> None:
+    player = _open_player(tts.sample_rate, log) if args.play else None
+    # Without a live player, --play still needs a file: afplay plays it, or the user does.
+    out = args.out if args.out is not None or player is not None else DEFAULT_OUT
+    tty = sys.stderr.isatty()
+    progress = _Progress(tts.sample_rate, enabled=not args.quiet and (tty or args.verbose), lines=not tty)
+    audio_file = _AudioFile(out, tts.sample_rate) if out is not None else None
+    collected: list[np.ndarray] = []
+    final: AudioChunk | None = None
+    mx.reset_peak_memory()
+    try:
+        for chunk in tts.stream_generate(text, **kwargs):
+            progress.update(chunk)
+            collected.append(chunk.audio)
+            if args.stream and audio_file is not None:
+                audio_file.write(chunk.audio)
+            if args.stream and player is not None:
+                player.play(chunk.audio)
+            final = chunk
+    finally:
+        progress.close()
+        if args.stream and audio_file is not None and audio_file.file is not None:
+            audio_file.close()  # keep what was generated when interrupted
+    audio = np.concatenate(collected)
+    if audio_file is not None:
+        if not args.stream:
+            audio_file.write(audio)
+        audio_file.close()
+    _summary(final, len(audio) / tts.sample_rate, progress.first_audio, out, log)
+    if player is not None and not args.stream:
+        player.play(audio)
+    if player is not None:
+        player.close()
+    elif args.play and sys.platform == "darwin" and shutil.which("afplay"):
+        _play_file(out, log)
+
+
+def _summary(
+    final: AudioChunk, seconds: float, first_audio: float | None, out: str | None, log: _Log
+) -> None:
+    elapsed = final.elapsed
+    rtf = elapsed / seconds if seconds else float("inf")
+    first = f"{first_audio:.2f} s" if first_audio is not None else "none"
+    log.info(
+        f"{seconds:.2f} s of audio ({final.total_frames} frames) in {elapsed:.2f} s | first audio after "
+        f"{first} | RTF {rtf:.2f} | peak memory {mx.get_peak_memory() / 1e9:.2f} GB | "
+        f"stop: {final.finish_reason} | seed {final.seed}"
+    )
+    if final.finish_reason == "length":
+        log.info("Stopped at the frame limit (--max-frames); the end of the text may be missing.")
+    if out is not None:
+        log.info(f"Wrote {out}")
+
+
+def _list(tts: Qwen3TTS, args: argparse.Namespace, log: _Log) -> None:
+    if args.list_speakers:
+        if not tts.speakers:
+            log.info(f"This {tts.model_type} checkpoint has no named speakers (only CustomVoice has; "
+                     "Base clones --ref-audio, VoiceDesign follows --instruct).")
+        for name in tts.speakers:
+            print(name)
+    if args.list_languages:
+        for name in tts.languages:
+            print(name)
+
+
+def run(args: argparse.Namespace) -> None:
+    log = _Log(args.quiet)
+    listing = args.list_speakers or args.list_languages
+    if not listing:
+        _check_args(args)
+    _set_device(args.device)
+    text = "" if listing else _read_text(args)
+    if not listing and not text.strip() and args.save_voice is None:
+        raise UsageError("nothing to say: pass --text, --text-file, or pipe text on standard input.")
+    start = time.perf_counter()
+    log.info(f"Loading {args.model}")
+    tts = load(args.model, dtype=args.dtype)
+    seconds = time.perf_counter() - start
+    log.info(f"Loaded a {tts.model_type} checkpoint in {seconds:.1f} s on {mx.default_device()}")
+    if listing:
+        _list(tts, args, log)
+        return
+    kwargs = _voice_kwargs(tts, args, log)
+    if not text.strip():
+        return  # --save-voice only
+    kwargs.update(
+        seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty, max_frames=args.max_frames,
+    )
+    _synthesize(tts, text, kwargs, args, log)
+
+
+def _fail(message: str, code: int, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exc()
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = setup_arg_parser().parse_args(argv)
+    try:
+        run(args)
+    except (UsageError, SynthesisError) as e:  # SynthesisError: an argument the checkpoint cannot use
+        return _fail(str(e), 2, args.verbose)
+    except Qwen3TTSError as e:
+        return _fail(str(e), 1, args.verbose)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

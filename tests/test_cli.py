@@ -1,0 +1,290 @@
+"""The `mlx-qwen3-tts` command, run as users run it: `python -m mlx_qwen3_tts` in a subprocess.
+
+Error paths and the audio players are checked through `cli.main` in-process (the same code without
+a new interpreter, whose start dominates each subprocess) to keep the suite fast.
+"""
+
+import io
+import os
+import stat
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import mlx_qwen3_tts as qt
+from mlx_qwen3_tts import cli
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT = "hello world, this is a test."
+SAMPLES_PER_FRAME = 1920
+# libsndfile writes float * 32767 and reads int / 32768: allow two steps of 16-bit PCM.
+PCM16_TOL = 2 / 32768
+
+
+def run_cli(*args, cwd: Path, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    # The checkout first on the path: the suite tests this tree, however the package is installed.
+    env = {**os.environ, **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_qwen3_tts", *map(str, args)], input=stdin, capture_output=True,
+        text=True, cwd=cwd, env=env, timeout=300,
+    )
+
+
+def read_pcm(path: Path) -> tuple[np.ndarray, int]:
+    return sf.read(path, dtype="float32")
+
+
+def reference_wav(path: Path) -> Path:
+    t = np.arange(24000) / 24000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 24000)
+    return path
+
+
+def main_in_process(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def cv(checkpoint) -> Path:
+    return checkpoint("tiny-0.6b", "custom_voice")
+
+
+@pytest.fixture(scope="module")
+def base(checkpoint) -> Path:
+    return checkpoint("tiny-1.7b", "base")
+
+
+@pytest.fixture(scope="module")
+def default_run(cv, tmp_path_factory):
+    """CustomVoice, no --speaker, 6 frames: the output other tests compare against."""
+    folder = tmp_path_factory.mktemp("cli")
+    proc = run_cli("--model", cv, "--text", TEXT, "--max-frames", 6, "--seed", 3, "--out", "a.wav",
+                   cwd=folder)
+    return proc, folder / "a.wav"
+
+
+# --------------------------------------------------------------------------- every mode writes audio
+
+
+def test_custom_voice_default_speaker_writes_the_library_audio(default_run, cv):
+    proc, out = default_run
+    assert proc.returncode == 0, proc.stderr
+    audio, sr = read_pcm(out)
+    assert sr == 24000 and len(audio) == 6 * SAMPLES_PER_FRAME
+    assert "[INFO] No --speaker given: using vivian" in proc.stderr
+    summary = next(line for line in proc.stderr.splitlines() if "s of audio" in line)
+    for field in ("0.48 s of audio (6 frames)", "first audio after", "RTF", "peak memory", "seed 3"):
+        assert field in summary
+    expected = qt.load(cv).generate(TEXT, speaker="vivian", seed=3, max_frames=6).audio
+    np.testing.assert_allclose(audio, np.clip(expected, -1, 1), atol=PCM16_TOL)
+
+
+def test_stream_writes_and_plays_the_same_audio(default_run, cv, tmp_path):
+    # A fake `ffplay` (the first pipe player tried) records what it is fed; a stub module hides any
+    # installed sounddevice so the pipe player is the one chosen.
+    bin_dir, stub_dir = tmp_path / "bin", tmp_path / "stub"
+    bin_dir.mkdir()
+    stub_dir.mkdir()
+    fake = bin_dir / "ffplay"
+    fake.write_text('#!/bin/sh\nexec cat > "$FAKE_PLAYER_OUT"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    (stub_dir / "sounddevice.py").write_text("raise ImportError('hidden by the test')\n")
+    played = tmp_path / "played.f32"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_PLAYER_OUT": str(played),
+           "PYTHONPATH": str(stub_dir)}
+    proc = run_cli("--model", cv, "--text", TEXT, "--max-frames", 6, "--seed", 3, "--out", "b.wav",
+                   "--stream", "--play", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    streamed, sr = sf.read(tmp_path / "b.wav", dtype="int16")
+    one_shot, _ = sf.read(default_run[1], dtype="int16")
+    assert sr == 24000 and np.array_equal(streamed, one_shot)
+    heard = np.fromfile(played, "<f4")
+    assert len(heard) == 6 * SAMPLES_PER_FRAME
+    np.testing.assert_allclose(np.clip(heard, -1, 1), one_shot / 32768, atol=PCM16_TOL)
+
+
+def test_text_file_to_flac_with_speaker_and_language(cv, tmp_path):
+    (tmp_path / "in.txt").write_text(TEXT + "\n", encoding="utf-8")
+    proc = run_cli("--model", cv, "--text-file", "in.txt", "--speaker", "Ryan", "--language", "English",
+                   "--max-frames", 5, "--seed", 1, "--temperature", 0.7, "--top-k", 20, "--top-p", 0.9,
+                   "--repetition-penalty", 1.1, "--device", "cpu", "--out", "c.flac", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "No --speaker given" not in proc.stderr
+    info = sf.info(tmp_path / "c.flac")
+    assert info.format == "FLAC" and info.samplerate == 24000 and info.frames == 5 * SAMPLES_PER_FRAME
+
+
+def test_standard_input_to_ogg_quietly(cv, tmp_path):
+    proc = run_cli("--model", cv, "--speaker", "serena", "--max-frames", 4, "--seed", 2, "--out", "d.ogg",
+                   "--quiet", cwd=tmp_path, stdin=TEXT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and proc.stdout == ""
+    info = sf.info(tmp_path / "d.ogg")
+    assert info.format == "OGG" and info.samplerate == 24000 and info.frames == 4 * SAMPLES_PER_FRAME
+
+
+def test_voice_design(checkpoint, tmp_path):
+    proc = run_cli("--model", checkpoint("tiny-1.7b", "voice_design"), "--text", TEXT,
+                   "--instruct", "a calm, low voice", "--max-frames", 4, "--seed", 0, "--out", "e.wav",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    audio, sr = read_pcm(tmp_path / "e.wav")
+    assert sr == 24000 and len(audio) == 4 * SAMPLES_PER_FRAME
+
+
+def test_clone_saves_a_voice_that_gives_the_same_audio(base, tmp_path):
+    reference_wav(tmp_path / "ref.wav")
+    common = ["--model", base, "--text", TEXT, "--max-frames", 5, "--seed", 4]
+    first = run_cli(*common, "--ref-audio", "ref.wav", "--ref-text", "this is my voice.",
+                    "--save-voice", "me.safetensors", "--out", "f.wav", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "Saved voice prompt to me.safetensors" in first.stderr
+    again = run_cli(*common, "--voice", "me.safetensors", "--out", "g.wav", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    a, sr = read_pcm(tmp_path / "f.wav")
+    b, _ = read_pcm(tmp_path / "g.wav")
+    assert sr == 24000 and len(a) == 5 * SAMPLES_PER_FRAME and np.array_equal(a, b)
+
+
+def test_save_voice_only_when_there_is_no_text(base, tmp_path, capsys, monkeypatch):
+    reference_wav(tmp_path / "ref.wav")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    argv = ["--model", str(base), "--ref-audio", "ref.wav", "--save-voice", "v.safetensors"]
+    code, err = main_in_process(argv, capsys)
+    assert code == 0, err
+    assert not qt.VoicePrompt.load(tmp_path / "v.safetensors").in_context
+    assert not (tmp_path / "output.wav").exists()
+
+
+def test_play_without_any_player_degrades_with_a_message(cv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails as if not installed
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    out = tmp_path / "h.wav"
+    argv = ["--model", str(cv), "--text", TEXT, "--max-frames", "3", "--seed", "0", "--play",
+            "--out", str(out)]
+    code, err = main_in_process(argv, capsys)
+    assert code == 0, err
+    assert "[WARNING] --play: no audio player found" in err and "pip install sounddevice" in err
+    assert len(read_pcm(out)[0]) == 3 * SAMPLES_PER_FRAME
+
+
+def test_stream_play_through_sounddevice_needs_no_file(cv, tmp_path, capsys, monkeypatch):
+    written, events = [], []
+
+    class OutputStream:
+        def __init__(self, samplerate, channels, dtype):
+            assert (samplerate, channels, dtype) == (24000, 1, "float32")
+
+        def start(self):
+            events.append("start")
+
+        def write(self, block):
+            written.append(block[:, 0].copy())
+
+        def stop(self):
+            events.append("stop")  # sounddevice's stop() drains what was written
+
+        def close(self):
+            events.append("close")
+
+    fake = types.SimpleNamespace(OutputStream=OutputStream, PortAudioError=RuntimeError)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--model", str(cv), "--text", TEXT, "--max-frames", "3", "--seed", "0", "--stream", "--play"]
+    code, err = main_in_process(argv, capsys)
+    assert code == 0, err
+    assert events == ["start", "stop", "close"] and len(written) == 2  # first chunk, then the rest
+    assert sum(len(b) for b in written) == 3 * SAMPLES_PER_FRAME
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_speakers_and_languages(cv, tmp_path):
+    proc = run_cli("--model", cv, "--list-speakers", "--list-languages", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    tts = qt.load(cv)
+    assert proc.stdout.split() == tts.speakers + tts.languages
+    assert "vivian" in tts.speakers and "english" in tts.languages
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_speaker_exits_2_listing_the_speakers(cv, tmp_path):
+    proc = run_cli("--model", cv, "--text", TEXT, "--speaker", "nobody", "--out", "x.wav", cwd=tmp_path)
+    assert proc.returncode == 2
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("mlx-qwen3-tts: error: Unknown speaker 'nobody'")
+    assert "aiden" in error and "vivian" in error
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x.wav").exists()
+
+
+def test_clone_on_custom_voice_exits_2_naming_the_base_model(cv, tmp_path, capsys):
+    ref = reference_wav(tmp_path / "ref.wav")
+    for clone in (["--ref-audio", str(ref)], ["--ref-audio", str(ref), "--save-voice", str(tmp_path / "v")]):
+        code, err = main_in_process(["--model", str(cv), "--text", TEXT, "--out", str(tmp_path / "x.wav"),
+                                     *clone], capsys)
+        assert code == 2 and "Qwen/Qwen3-TTS-12Hz-0.6B-Base" in err.splitlines()[-1]
+        assert "Traceback" not in err and "No --speaker given" not in err
+    assert not (tmp_path / "x.wav").exists() and not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize("variant,argv,message", [
+    ("base", [], "pass --ref-audio FILE"),
+    ("voice_design", ["--speaker", "vivian"], "describe the voice with --instruct"),
+])
+def test_mode_errors_name_the_flags(checkpoint, variant, argv, message, capsys):
+    code, err = main_in_process(["--model", str(checkpoint("tiny-1.7b", variant)), "--text", TEXT, *argv],
+                                capsys)
+    assert code == 2 and message in err.splitlines()[-1]
+
+
+def test_library_error_exits_1_with_a_traceback_only_when_verbose(tmp_path, capsys):
+    argv = ["--model", str(tmp_path / "no-such-checkpoint"), "--text", TEXT]
+    code, err = main_in_process(argv, capsys)
+    assert code == 1 and err.splitlines()[-1].startswith("mlx-qwen3-tts: error: ")
+    assert "Traceback" not in err
+    code, err = main_in_process([*argv, "--verbose"], capsys)
+    assert code == 1 and "Traceback" in err and "ModelLoadError" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "nothing to say"),
+    (["--text", "  "], "nothing to say"),
+    (["--text", "hi", "--language", "klingon"], "Unsupported language 'klingon'"),
+    (["--text", "hi", "--out", "x.mp3"], "unknown audio format '.mp3'"),
+    (["--text", "hi", "--out", "no/such/folder/x.wav"], "does not exist"),
+    (["--text", "hi", "--ref-text", "words"], "pass --ref-audio too"),
+    (["--text", "hi", "--save-voice", "v.safetensors"], "pass --ref-audio too"),
+    (["--text", "hi", "--ref-audio", "missing.wav"], "no such file"),
+    (["--text-file", "missing.txt"], "no such file"),
+    (["--text", "hi", "--speaker", "ryan", "--voice", "v.safetensors"], "pick one"),
+    (["--text", "hi", "--ref-audio", "a.wav", "--voice", "v.safetensors"], "not allowed with"),
+    (["--text", "hi", "--quiet", "--verbose"], "not allowed with"),
+    (["--text", "hi", "--max-frames", "six"], "invalid int value"),
+    (["--text", "hi", "--device", "tpu"], "invalid choice"),
+])
+def test_usage_errors_exit_2_before_loading(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    # A model that does not exist: every one of these must be caught before loading it.
+    code, err = main_in_process(["--model", str(tmp_path / "never-loaded"), *argv], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err and "never-loaded" not in err
+
+
+def test_gpu_that_is_not_there_exits_2(tmp_path, capsys):
+    if cli._gpu_available():
+        pytest.skip("this machine has a GPU backend")
+    code, err = main_in_process(["--model", str(tmp_path), "--text", "hi", "--device", "gpu"], capsys)
+    assert code == 2 and "no GPU backend" in err
