@@ -481,6 +481,13 @@ def _fail(message: str, code: int, verbose: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # `mlx-qwen3-tts serve ...`: the optional OpenAI-compatible server
+        try:
+            from .server import main as serve
+        except ImportError as e:
+            return _fail(str(e), 2, "--verbose" in argv)
+        return serve(argv[1:])
     args = setup_arg_parser().parse_args(argv)
     try:
         run(args)

@@ -288,3 +288,12 @@ def test_gpu_that_is_not_there_exits_2(tmp_path, capsys):
         pytest.skip("this machine has a GPU backend")
     code, err = main_in_process(["--model", str(tmp_path), "--text", "hi", "--device", "gpu"], capsys)
     assert code == 2 and "no GPU backend" in err
+
+
+def test_serve_subcommand_dispatches_to_the_server(capsys):
+    from mlx_qwen3_tts import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    assert "mlx-qwen3-tts serve" in capsys.readouterr().out

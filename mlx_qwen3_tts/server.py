@@ -1,0 +1,801 @@
+"""An OpenAI-compatible local speech server: `mlx-qwen3-tts serve --model PATH_OR_REPO`.
+
+    POST /v1/audio/speech   OpenAI's speech request; audio streamed as it is generated
+    GET  /v1/models         the one model served (and /v1/models/{id})
+    GET  /v1/voices         the voice names `voice` accepts
+    GET  /health            readiness and queue depth
+
+One model is kept in memory and requests are synthesized one at a time on one worker thread:
+MLX generation must stay off the event loop, and a second concurrent frame loop on the same
+model would only split the machine between them. At most `max_queue` requests wait behind the
+one being synthesized; more are answered 429. Errors are OpenAI's JSON shape,
+`{"error": {"message", "type", "param", "code"}}`.
+
+pcm, wav and mp3 are encoded and sent chunk by chunk as `stream_generate` yields them (wav with
+an 'unknown length' header, mp3 at a constant bit rate); flac is sent whole when done, because
+its header must hold the length. `stream_format="sse"` wraps the same bytes in OpenAI's events.
+
+Needs the `server` extra: pip install 'mlx-qwen3-tts[server]'.
+"""
+
+import argparse
+import asyncio
+import base64
+import hmac
+import io
+import json
+import logging
+import re
+import secrets
+import struct
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from .errors import (
+    AudioError,
+    EmptyTextError,
+    InstructUnsupportedError,
+    Qwen3TTSError,
+    UnknownSpeakerError,
+    UnsupportedLanguageError,
+    VoiceCloneUnsupportedError,
+)
+from .loading import load
+from .tts import Qwen3TTS
+from .voice_prompt import VoicePrompt, list_voices, voices_dir
+
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+except ImportError as e:  # the optional `server` extra is not installed
+    raise ImportError(
+        "The speech server needs the server extra: pip install 'mlx-qwen3-tts[server]'"
+    ) from e
+
+log = logging.getLogger("mlx_qwen3_tts.server")
+
+# OpenAI's built-in voice and model names, accepted so existing clients work unchanged.
+OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova",
+                 "onyx", "sage", "shimmer", "verse")
+OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+PLACEHOLDER_VOICE = "default"
+PREFERRED_SPEAKER = "vivian"  # the CLI's default speaker, when the checkpoint has it
+MAX_INPUT_CHARS = 4096  # OpenAI's limit
+MAX_QUEUE = 32
+MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
+FORMATS = ("mp3", "wav", "flac", "pcm")
+CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    """An error answered as OpenAI's JSON error object with an HTTP status."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 error_type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.error_type = error_type
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.body()}, status_code=self.status)
+
+
+# Which request field a library error is about.
+_ERROR_PARAMS = (
+    (EmptyTextError, "input"), (UnknownSpeakerError, "voice"), (VoiceCloneUnsupportedError, "voice"),
+    (UnsupportedLanguageError, "language"), (InstructUnsupportedError, "instructions"),
+    (AudioError, "voice"),
+)
+
+
+def _library_error(e: Qwen3TTSError) -> ApiError:
+    """A 400 for an argument the checkpoint cannot use, coded after the error class."""
+    param = next((p for cls, p in _ERROR_PARAMS if isinstance(e, cls)), None)
+    code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(e).__name__).lower().removesuffix("_error")
+    return ApiError(400, str(e), param, code)
+
+
+# ----------------------------------------------------------------------------- audio encoding
+
+
+def _pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+class _PcmEncoder:
+    """Raw 16-bit little-endian mono, as OpenAI's `pcm`."""
+
+    def feed(self, audio: np.ndarray) -> bytes:
+        return _pcm16(audio)
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class _WavEncoder(_PcmEncoder):
+    """16-bit WAV whose header says 'length unknown' (0xFFFFFFFF), so it can stream."""
+
+    def __init__(self, sample_rate: int):
+        self.header = _wav_header(sample_rate)
+
+    def feed(self, audio: np.ndarray) -> bytes:
+        head, self.header = self.header, b""
+        return head + _pcm16(audio)
+
+
+def _wav_header(sample_rate: int) -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, 2 * sample_rate, 2, 16)
+    unknown = 0xFFFFFFFF
+    return (b"RIFF" + struct.pack("<I", unknown) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"data" + struct.pack("<I", unknown))
+
+
+class _StreamSink(io.RawIOBase):
+    """A seekable file for libsndfile whose new bytes are taken as they are written.
+
+    At close the MP3 encoder seeks back to fill in its info frame; rewrites of bytes already
+    sent are dropped, leaving a silent frame there, which every decoder plays as 24 ms of silence.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.data, self.sent, self.pos = bytearray(), 0, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        b = bytes(b)
+        end = self.pos + len(b)
+        if end > len(self.data):
+            self.data.extend(bytes(end - len(self.data)))
+        start = max(self.pos, self.sent)
+        if end > start:
+            self.data[start:end] = b[start - self.pos:]
+        self.pos = end
+        return len(b)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.data)}[whence]
+        self.pos = base + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def take(self) -> bytes:
+        new = bytes(self.data[self.sent:])
+        self.sent = len(self.data)
+        return new
+
+
+class _Mp3Encoder:
+    """Constant-bit-rate MP3 encoded chunk by chunk (so decoders can estimate its length)."""
+
+    def __init__(self, sample_rate: int):
+        self.sink = _StreamSink()
+        self.file = sf.SoundFile(self.sink, "w", sample_rate, 1, format="MP3",
+                                 compression_level=MP3_LEVEL, bitrate_mode="CONSTANT")
+
+    def feed(self, audio: np.ndarray) -> bytes:
+        if audio.size:
+            self.file.write(audio)
+        return self.sink.take()
+
+    def finish(self) -> bytes:
+        self.file.close()
+        return self.sink.take()
+
+
+class _FlacEncoder:
+    """FLAC, sent whole at the end: its header holds the length, which soundfile needs to read it."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate, self.parts = sample_rate, []
+
+    def feed(self, audio: np.ndarray) -> bytes:
+        self.parts.append(audio)
+        return b""
+
+    def finish(self) -> bytes:
+        buf = io.BytesIO()
+        sf.write(buf, np.concatenate(self.parts or [np.zeros(0, np.float32)]), self.sample_rate,
+                 format="FLAC", subtype="PCM_16")
+        return buf.getvalue()
+
+
+@cache
+def mp3_supported() -> bool:
+    """Whether this libsndfile writes MP3 (1.1.0 and later do; soundfile's wheels bundle one)."""
+    return "MP3" in sf.available_formats()
+
+
+def _encoder(response_format: str, sample_rate: int):
+    if response_format == "pcm":
+        return _PcmEncoder()
+    if response_format == "wav":
+        return _WavEncoder(sample_rate)
+    if response_format == "flac":
+        return _FlacEncoder(sample_rate)
+    return _Mp3Encoder(sample_rate)
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+@dataclass
+class SpeechRequest:
+    """A validated `POST /v1/audio/speech` body (`language` and `seed` are extensions)."""
+
+    input: str
+    voice: str
+    model: str | None = None
+    instructions: str | None = None
+    response_format: str = "mp3"
+    stream_format: str = "audio"
+    language: str = "auto"
+    seed: int | None = None
+
+
+def _field(body: dict, name: str, kind: type | tuple, default: Any = None) -> Any:
+    value = body.get(name, default)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ApiError(400, f"'{name}' must be a {names}, got {json.dumps(value)[:60]}.", name,
+                       "invalid_type")
+    return value
+
+
+def _choice(body: dict, name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = _field(body, name, str, default) or default
+    if value not in allowed:
+        raise ApiError(400, f"Unsupported {name} {value!r}; this server supports {', '.join(allowed)}.",
+                       name, "unsupported_value")
+    return value
+
+
+def _voice_name(body: dict) -> str:
+    voice = body.get("voice")
+    if isinstance(voice, dict):  # OpenAI's custom voice object, {"id": "voice_1234"}
+        voice = voice.get("id")
+    if not isinstance(voice, str) or not voice.strip():
+        raise ApiError(400, "'voice' is required: a voice name (see GET /v1/voices).", "voice",
+                       "missing_required_parameter")
+    return voice.strip()
+
+
+def _speed(body: dict) -> None:
+    speed = _field(body, "speed", (int, float), 1.0)
+    if speed is not None and speed != 1.0:
+        raise ApiError(400, f"speed {speed} is not supported: Qwen3-TTS speaks at its own rate, so "
+                       "only speed=1.0 is accepted.", "speed", "unsupported_value")
+
+
+def parse_speech(body: Any, max_input_chars: int) -> SpeechRequest:
+    """Check a speech request body; raises `ApiError` (400) naming the bad field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", None, "invalid_json")
+    text = _field(body, "input", str)
+    if text is None or not text.strip():
+        raise ApiError(400, "'input' is empty; pass the text to speak.", "input",
+                       "empty" if text is not None else "missing_required_parameter")
+    if len(text) > max_input_chars:
+        raise ApiError(400, f"'input' is {len(text)} characters; this server accepts at most "
+                       f"{max_input_chars}.", "input", "string_above_max_length")
+    _speed(body)
+    seed = _field(body, "seed", int)
+    if seed is not None and seed < 0:
+        raise ApiError(400, f"seed must be a non-negative integer, got {seed}.", "seed", "invalid_value")
+    return SpeechRequest(
+        input=text, voice=_voice_name(body), model=_field(body, "model", str),
+        instructions=_field(body, "instructions", str) or None,
+        response_format=_choice(body, "response_format", FORMATS, "mp3"),
+        stream_format=_choice(body, "stream_format", ("audio", "sse"), "audio"),
+        language=_field(body, "language", str, "auto") or "auto", seed=seed,
+    )
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The JSON body, read up to `limit` bytes (413 beyond, before parsing anything)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    data = bytearray()
+    async for part in request.stream():
+        data.extend(part)
+        if len(data) > limit:
+            raise _too_large(limit)
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"The request body is not valid JSON: {e}.", None, "invalid_json") from e
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"The request body is larger than {limit} bytes.", None, "request_too_large")
+
+
+# ----------------------------------------------------------------------------- voices
+
+
+class Voices:
+    """Maps a request's `voice` to `generate` arguments for the loaded checkpoint's mode.
+
+    * CustomVoice: its speakers, case-insensitive; OpenAI's names and "default" mean the default
+      speaker (`default`, else "vivian" when present, else the first speaker).
+    * Base: the voices saved in `folder` (`VoicePrompt.save_as`); OpenAI's names and "default"
+      mean `default` when one is set, else they are refused.
+    * VoiceDesign: no named voices; `instructions` describe the voice. `voice` must be "default"
+      or an OpenAI name (the client requires one); any other name is refused, not ignored, so a
+      speaker name sent to the wrong model is not silently dropped.
+    """
+
+    def __init__(self, tts: Qwen3TTS, default: str | None = None, folder: str | Path | None = None):
+        self.mode = tts.model_type
+        self.speakers = tts.speakers
+        self.folder = Path(folder) if folder is not None else voices_dir()
+        self.default = self._default(default)
+
+    def _default(self, default: str | None) -> str | None:
+        if self.mode == "custom_voice":
+            name = default or (PREFERRED_SPEAKER if PREFERRED_SPEAKER in self.speakers else self.speakers[0])
+            if name.lower() not in self.speakers:
+                raise UnknownSpeakerError(f"Default voice {name!r} is not a speaker of this model. "
+                                          f"Speakers: {', '.join(self.speakers)}.")
+            return name.lower()
+        if self.mode == "base" and default is not None:
+            VoicePrompt.named(default, self.folder)  # fail at start-up, not on the first request
+            return default
+        if default is not None:
+            raise UnknownSpeakerError("A VoiceDesign model has no default voice; its voice is the "
+                                      "request's instructions.")
+        return None
+
+    def saved(self) -> list[str]:
+        return list_voices(self.folder) if self.mode == "base" else []
+
+    def resolve(self, name: str) -> tuple[dict[str, Any], str | None]:
+        """`(generate kwargs, saved voice name)` for a request's voice; raises ApiError (400)."""
+        alias = name.lower() in OPENAI_VOICES or name.lower() == PLACEHOLDER_VOICE
+        if self.mode == "custom_voice":
+            if name.lower() in self.speakers:
+                return {"speaker": name.lower()}, None
+            if alias:
+                return {"speaker": self.default}, None
+            raise self._unknown(name, self.speakers)
+        if self.mode == "base":
+            return {}, self._saved_voice(name, alias)
+        if alias:
+            return {}, None
+        raise ApiError(400, f"Voice {name!r}: this VoiceDesign model has no named voices. Describe the "
+                       "voice in 'instructions' and pass voice='default' (or any OpenAI voice name).",
+                       "voice", "voice_not_found")
+
+    def _saved_voice(self, name: str, alias: bool) -> str:
+        saved = self.saved()
+        if name in saved:
+            return name
+        folded = [s for s in saved if s.lower() == name.lower()]
+        if len(folded) == 1:
+            return folded[0]
+        if alias and self.default is not None:
+            return self.default
+        raise self._unknown(name, saved, hint=f" Save voices with VoicePrompt.save_as into {self.folder}.")
+
+    def _unknown(self, name: str, known: list[str], hint: str = "") -> ApiError:
+        listed = ", ".join(known) or "none"
+        return ApiError(400, f"Unknown voice {name!r}. Voices: {listed}.{hint}", "voice", "voice_not_found")
+
+    def listing(self) -> list[dict[str, Any]]:
+        """`GET /v1/voices` entries: the real voices, then the names that stand for the default."""
+        kind = "speaker" if self.mode == "custom_voice" else "audio_sample"
+        real = self.speakers if self.mode == "custom_voice" else self.saved()
+        entries = [{"id": v, "object": "audio.voice", "name": v, "type": kind} for v in real]
+        if self.mode == "voice_design" or self.default is not None:
+            for alias in (PLACEHOLDER_VOICE, *OPENAI_VOICES):
+                if alias not in real:
+                    entries.append({"id": alias, "object": "audio.voice", "name": alias, "type": "alias",
+                                    "alias_of": self.default})
+        return entries
+
+
+# ----------------------------------------------------------------------------- synthesis worker
+
+
+@dataclass
+class _Failed:
+    error: Qwen3TTSError
+
+
+@dataclass
+class _Done:
+    input_tokens: int
+    output_tokens: int
+
+
+_END = object()  # the job's last item, always posted
+
+
+@dataclass(eq=False)  # hashed by identity: the synthesizer keeps a set of its jobs
+class _Job:
+    text: str
+    kwargs: dict[str, Any]
+    saved_voice: str | None
+    response_format: str
+    post: Callable[[object], None] | None = None  # set by `Synthesizer.submit`
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Synthesizer:
+    """Runs synthesis jobs one at a time on one worker thread; admits at most `max_queue` waiting.
+
+    A job posts its encoded audio chunk by chunk to an asyncio queue on the event loop (a bytes
+    item per chunk, then `_Done`, or `_Failed` for a library error), and `_END` in every case.
+    `pending` is only touched on the event loop, so it needs no lock.
+    """
+
+    def __init__(self, tts: Qwen3TTS, max_queue: int, voices_folder: Path):
+        self.tts, self.max_queue, self.voices_folder = tts, max_queue, voices_folder
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="mlx-qwen3-tts")
+        self.pending = 0
+        self.jobs: set[_Job] = set()
+
+    def full(self) -> bool:
+        return self.pending > self.max_queue  # one being synthesized, max_queue waiting
+
+    def submit(self, job: _Job) -> tuple[asyncio.Queue, asyncio.Future]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        job.post = partial(loop.call_soon_threadsafe, queue.put_nowait)
+        self.pending += 1
+        self.jobs.add(job)
+        future = asyncio.wrap_future(self.executor.submit(self._run, job))
+        future.add_done_callback(partial(self._finished, job))
+        return queue, future
+
+    def _finished(self, job: _Job, future: asyncio.Future) -> None:
+        self.pending -= 1
+        self.jobs.discard(job)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("synthesis failed", exc_info=future.exception())
+
+    async def close(self) -> None:
+        for job in list(self.jobs):
+            job.cancelled.set()
+        await asyncio.get_running_loop().run_in_executor(
+            None, partial(self.executor.shutdown, wait=True, cancel_futures=True))
+
+    def _run(self, job: _Job) -> None:
+        """Worker thread: library errors become `_Failed`; anything else is a bug and propagates."""
+        try:
+            if not job.cancelled.is_set():
+                self._synthesize(job)
+        except Qwen3TTSError as e:
+            job.post(_Failed(e))
+        finally:
+            job.post(_END)
+
+    def _synthesize(self, job: _Job) -> None:
+        kwargs = dict(job.kwargs)
+        if job.saved_voice is not None:
+            kwargs["voice"] = VoicePrompt.named(job.saved_voice, self.voices_folder)
+        encoder = _encoder(job.response_format, self.tts.sample_rate)
+        stream = self.tts.stream_generate(job.text, **kwargs)
+        frames = 0
+        try:
+            for chunk in stream:
+                job.post(encoder.feed(chunk.audio))
+                frames = chunk.total_frames
+                if job.cancelled.is_set():  # the client went away: stop the frame loop
+                    return
+        finally:
+            stream.close()
+        job.post(encoder.finish())
+        job.post(_Done(len(self.tts.text_tokenizer.encode(job.text)), frames))
+
+
+async def _items(first: object, queue: asyncio.Queue, job: _Job, future: asyncio.Future):
+    """A job's items from `first` to its end; re-raises a worker bug; cancels the job if left early."""
+    try:
+        item = first
+        while item is not _END:
+            yield item
+            item = await queue.get()
+        await future
+    finally:
+        job.cancelled.set()
+
+
+async def _audio_body(items: AsyncIterator[object]) -> AsyncIterator[bytes]:
+    async for item in items:
+        if isinstance(item, _Failed):  # after the status line: all we can do is cut the stream
+            raise item.error
+        if isinstance(item, bytes) and item:
+            yield item
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+async def _sse_body(items: AsyncIterator[object]) -> AsyncIterator[bytes]:
+    """OpenAI's `speech.audio.delta` events (base64 audio) and a final `speech.audio.done`."""
+    async for item in items:
+        if isinstance(item, bytes) and item:
+            yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(item).decode()})
+        elif isinstance(item, _Done):
+            usage = {"input_tokens": item.input_tokens, "output_tokens": item.output_tokens,
+                     "total_tokens": item.input_tokens + item.output_tokens}
+            yield _sse({"type": "speech.audio.done", "usage": usage})
+        elif isinstance(item, _Failed):
+            yield _sse({"type": "error", "error": _library_error(item.error).body()})
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+@dataclass
+class ServerConfig:
+    """Server settings (see `setup_arg_parser` for each one's meaning)."""
+
+    model_name: str
+    max_input_chars: int = MAX_INPUT_CHARS
+    max_queue: int = MAX_QUEUE
+    max_frames: int | None = None
+    chunk_frames: int = 12
+    first_chunk_frames: int = 2
+    api_key: str | None = None
+
+
+class _Server:
+    """The route handlers, over one model, its voices and its synthesizer."""
+
+    def __init__(self, tts: Qwen3TTS, config: ServerConfig, voices: Voices):
+        self.tts, self.config, self.voices = tts, config, voices
+        self.synth = Synthesizer(tts, config.max_queue, voices.folder)
+        self.created = int(time.time())
+
+    def _authorize(self, request: Request) -> None:
+        if self.config.api_key is None:
+            return
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), self.config.api_key.encode()):
+            raise ApiError(401, "Missing or wrong API key (send 'Authorization: Bearer KEY').", None,
+                           "invalid_api_key")
+
+    def _check_model(self, name: str | None) -> None:
+        # A repo id or path ending in the served name (e.g. "Qwen/<name>") means this model too.
+        if name is None or name.rstrip("/").rsplit("/", 1)[-1] in (self.config.model_name, *OPENAI_MODELS):
+            return
+        raise ApiError(404, f"The model {name!r} does not exist here; this server speaks with "
+                       f"{self.config.model_name!r} (also accepted: {', '.join(OPENAI_MODELS)}).",
+                       "model", "model_not_found")
+
+    def _job(self, req: SpeechRequest) -> _Job:
+        if req.response_format == "mp3" and not mp3_supported():
+            raise ApiError(400, f"This server's libsndfile ({sf.__libsndfile_version__}) cannot write "
+                           "MP3; ask for wav, flac or pcm.", "response_format", "unsupported_value")
+        voice_kwargs, saved = self.voices.resolve(req.voice)
+        kwargs = dict(voice_kwargs, language=req.language, instruct=req.instructions,
+                      seed=req.seed if req.seed is not None else secrets.randbits(31),
+                      chunk_frames=self.config.chunk_frames,
+                      first_chunk_frames=self.config.first_chunk_frames)
+        if self.config.max_frames is not None:
+            kwargs["max_frames"] = self.config.max_frames
+        return _Job(req.input, kwargs, saved, req.response_format)
+
+    async def speech(self, request: Request) -> Response:
+        self._authorize(request)
+        body = await _read_json(request, 8 * self.config.max_input_chars + 65536)
+        req = parse_speech(body, self.config.max_input_chars)
+        self._check_model(req.model)
+        job = self._job(req)
+        if self.synth.full():
+            raise ApiError(429, f"The server is busy: {self.synth.pending} requests are queued "
+                           f"(at most {self.config.max_queue} wait). Retry later.", None,
+                           "queue_full", "rate_limit_error")
+        queue, future = self.synth.submit(job)
+        first = await queue.get()  # wait for audio before the status line, so errors can be 400s
+        if isinstance(first, _Failed):
+            raise _library_error(first.error)
+        if first is _END:
+            await future  # a bug in the worker: re-raised here and answered 500
+            raise ApiError(500, "Synthesis ended without audio.", None, None, "server_error")
+        items = _items(first, queue, job, future)
+        headers = {"x-seed": str(job.kwargs["seed"])}
+        if req.stream_format == "sse":
+            return StreamingResponse(_sse_body(items), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_audio_body(items), media_type=CONTENT_TYPES[req.response_format],
+                                 headers=headers)
+
+    def _model_entry(self) -> dict[str, Any]:
+        return {"id": self.config.model_name, "object": "model", "created": self.created,
+                "owned_by": "mlx-qwen3-tts", "model_type": self.tts.model_type}
+
+    async def models(self, request: Request) -> Response:
+        self._authorize(request)
+        return JSONResponse({"object": "list", "data": [self._model_entry()]})
+
+    async def model(self, request: Request) -> Response:
+        self._authorize(request)
+        name = request.path_params["model_id"]
+        self._check_model(name)
+        return JSONResponse(dict(self._model_entry(), id=name))
+
+    async def voices_list(self, request: Request) -> Response:
+        self._authorize(request)
+        return JSONResponse({"object": "list", "model": self.config.model_name,
+                             "model_type": self.tts.model_type, "default_voice": self.voices.default,
+                             "data": self.voices.listing()})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "pending": self.synth.pending})
+
+
+async def _api_error(request: Request, exc: ApiError) -> Response:
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    messages = {404: f"Unknown route {request.url.path}.",
+                405: f"{request.method} is not allowed on {request.url.path}."}
+    message = messages.get(exc.status_code, exc.detail)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return ApiError(exc.status_code, message, None, code).response()
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Only reached by bugs: every expected failure is an ApiError or a library error turned 400.
+    return ApiError(500, f"Internal server error: {type(exc).__name__}: {exc}", None, None,
+                    "server_error").response()
+
+
+def build_app(
+    tts: Qwen3TTS,
+    *,
+    model_name: str | None = None,
+    default_voice: str | None = None,
+    voices_folder: str | Path | None = None,
+    max_input_chars: int = MAX_INPUT_CHARS,
+    max_queue: int = MAX_QUEUE,
+    max_frames: int | None = None,
+    chunk_frames: int = 12,
+    first_chunk_frames: int = 2,
+    api_key: str | None = None,
+) -> Starlette:
+    """The OpenAI-compatible ASGI app over a loaded model (serve it with uvicorn).
+
+    Args:
+        tts: the loaded model; the app owns its one worker thread from now on.
+        model_name: the id in `GET /v1/models` and accepted as `model`. Default: the folder name.
+        default_voice: CustomVoice: the speaker OpenAI's voice names stand for; Base: a saved
+            voice for them. Default: "vivian" (or the first speaker) / none.
+        voices_folder: where Base models find saved voices. Default: `voices_dir()`.
+        max_input_chars: longest `input` accepted. Default: 4096 (OpenAI's).
+        max_queue: requests that may wait behind the one being synthesized. Default: 32.
+        max_frames: most frames per text piece (12.5 per second). Default: the checkpoint's.
+        chunk_frames, first_chunk_frames: the streaming chunk sizes of `stream_generate`.
+        api_key: when set, every /v1 request needs `Authorization: Bearer <api_key>`.
+
+    Raises:
+        UnknownSpeakerError / AudioError: `default_voice` is not a voice of this model.
+    """
+    if max_queue < 0 or max_input_chars < 1:
+        raise ValueError("max_queue must be >= 0 and max_input_chars >= 1.")
+    config = ServerConfig(model_name or Path(tts.path).name, max_input_chars, max_queue, max_frames,
+                          chunk_frames, first_chunk_frames, api_key)
+    server = _Server(tts, config, Voices(tts, default_voice, voices_folder))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        await server.synth.close()
+
+    routes = [
+        Route("/v1/audio/speech", server.speech, methods=["POST"]),
+        Route("/v1/models", server.models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", server.model, methods=["GET"]),
+        Route("/v1/voices", server.voices_list, methods=["GET"]),
+        Route("/health", server.health, methods=["GET"]),
+    ]
+    handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _server_error}
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.state.server = server
+    return app
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def setup_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlx-qwen3-tts serve",
+        description="Serve a Qwen3-TTS checkpoint with OpenAI's speech API (POST /v1/audio/speech).",
+    )
+    add = parser.add_argument
+    add("--model", type=str, required=True, help="Checkpoint folder or Hugging Face repo id.")
+    add("--dtype", type=str, default=None, choices=["float32", "float16", "bfloat16"],
+        help="Talker dtype. Default: as stored.")
+    add("--host", type=str, default="127.0.0.1", help="Address to listen on. Default: 127.0.0.1")
+    add("--port", type=int, default=8000, help="Port to listen on. Default: 8000")
+    add("--model-name", type=str, default=None,
+        help="Model id to serve under. Default: the checkpoint's folder name.")
+    add("--default-voice", type=str, default=None,
+        help="CustomVoice: the speaker OpenAI voice names map to (default: vivian); Base: a saved "
+        "voice for them (default: none, they are refused).")
+    add("--voices-dir", type=str, default=None,
+        help="Folder of saved voices for Base models. Default: $MLX_QWEN3_TTS_VOICES or "
+        "~/.cache/mlx_qwen3_tts/voices")
+    add("--max-input-chars", type=int, default=MAX_INPUT_CHARS,
+        help=f"Longest input text accepted. Default: {MAX_INPUT_CHARS}")
+    add("--max-queue", type=int, default=MAX_QUEUE,
+        help=f"Requests that may wait behind the one being synthesized; more get 429. Default: {MAX_QUEUE}")
+    add("--max-frames", type=int, default=None,
+        help="Most frames per text piece (12.5 per second of audio). Default: the checkpoint's.")
+    add("--chunk-frames", type=int, default=12, help="Frames per streamed chunk. Default: 12")
+    add("--first-chunk-frames", type=int, default=2, help="Frames in the first chunk. Default: 2")
+    add("--api-key", type=str, default=None,
+        help="Require 'Authorization: Bearer KEY' on /v1 requests. Default: none (any client).")
+    add("--log-level", type=str, default="info", choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level. Default: info")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> None:
+    print(f"[INFO] Loading {args.model}", file=sys.stderr, flush=True)
+    tts = load(args.model, dtype=args.dtype)
+    app = build_app(
+        tts, model_name=args.model_name or Path(args.model.rstrip("/")).name,
+        default_voice=args.default_voice, voices_folder=args.voices_dir,
+        max_input_chars=args.max_input_chars, max_queue=args.max_queue, max_frames=args.max_frames,
+        chunk_frames=args.chunk_frames, first_chunk_frames=args.first_chunk_frames, api_key=args.api_key,
+    )
+    name = app.state.server.config.model_name
+    print(f"[INFO] Serving {name} ({tts.model_type}) at http://{args.host}:{args.port}/v1",
+          file=sys.stderr, flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and args.api_key is None:
+        print(f"[WARNING] Listening on {args.host} without --api-key: anyone who can reach it can use it.",
+              file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`mlx-qwen3-tts serve`: exit status 0 on shutdown, 1 if the model cannot be served, 2 bad arguments."""
+    parser = setup_arg_parser()
+    args = parser.parse_args(argv)
+    if args.max_queue < 0 or args.max_input_chars < 1 or args.chunk_frames < 1 or args.first_chunk_frames < 1:
+        parser.error("--max-queue must be >= 0; --max-input-chars and chunk sizes >= 1.")
+    try:
+        _serve(args)
+    except Qwen3TTSError as e:
+        print(f"mlx-qwen3-tts serve: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

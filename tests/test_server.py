@@ -1,0 +1,392 @@
+"""The OpenAI-compatible server, driven by the official `openai` client over loopback.
+
+Every server here binds 127.0.0.1 on a free port, runs in a thread (or a subprocess for the
+command line) and is shut down at the end; requests are bounded by the server's `max_frames`.
+"""
+
+import base64
+import gc
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import soundfile as sf
+
+import mlx_qwen3_tts as qt
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+server = pytest.importorskip("mlx_qwen3_tts.server")
+
+TEXT = "hello world, this is a test."
+FRAMES = 4  # the server's max_frames: random weights rarely stop by themselves
+SEED = 3
+SR = 24000
+
+
+@contextmanager
+def running(app):
+    """Serve `app` on 127.0.0.1:<free port> in a thread; yields the base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started, "the server did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def make_client(url: str, **kw):
+    return openai.OpenAI(base_url=url + "/v1", api_key=kw.pop("api_key", "unused"), max_retries=0,
+                         timeout=60, **kw)
+
+
+def speak(client, **kw):
+    args = {"model": "tts-1", "voice": "alloy", "input": TEXT, "response_format": "pcm",
+            "extra_body": {"seed": SEED}}
+    args.update(kw)
+    return client.audio.speech.create(**args).content
+
+
+def http(url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None):
+    """`(status, parsed JSON body)` of a raw request, errors included."""
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def assert_pcm_close(data: bytes, audio: np.ndarray) -> None:
+    """16-bit PCM equals `audio` to a quantization step (streamed decoding may differ by ~1e-5)."""
+    got = np.frombuffer(data, "<i2").astype(np.float32) / 32767
+    assert got.shape == audio.shape
+    np.testing.assert_allclose(got, audio, atol=2 / 32767)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.fixture(scope="module")
+def cv(checkpoint):
+    return qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def reference(cv):
+    """What the library says for TEXT with speaker vivian (the default voice) and SEED."""
+    return cv.generate(TEXT, speaker="vivian", seed=SEED, max_frames=FRAMES)
+
+
+@pytest.fixture(scope="module")
+def url(cv):
+    app = server.build_app(cv, model_name="tiny-cv", max_frames=FRAMES, first_chunk_frames=1,
+                           chunk_frames=1, max_input_chars=200)
+    with running(app) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return make_client(url)
+
+
+# ----------------------------------------------------------------------------- audio
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "pcm", "mp3"])
+def test_each_format_decodes_to_the_library_audio(client, reference, fmt):
+    if fmt == "mp3" and not server.mp3_supported():
+        pytest.skip("this libsndfile cannot write MP3")
+    data = speak(client, response_format=fmt)
+    n = len(reference.audio)
+    if fmt == "pcm":
+        assert_pcm_close(data, reference.audio)
+        return
+    audio, sr = sf.read(io.BytesIO(data), dtype="float32")
+    assert sr == SR and audio.ndim == 1
+    if fmt == "mp3":  # encoder delay, padding and the silent info frame add under 0.1 s
+        assert n <= len(audio) <= n + 2400
+    else:
+        assert len(audio) == n
+        np.testing.assert_allclose(audio, reference.audio, atol=2.5 / 32767)
+
+
+def test_streaming_response_is_a_valid_wav(client, reference):
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="vivian", input=TEXT, response_format="wav", extra_body={"seed": SEED}
+    ) as response:
+        assert response.headers["content-type"] == "audio/wav"
+        assert response.headers["x-seed"] == str(SEED)
+        data = b"".join(response.iter_bytes())
+    audio, sr = sf.read(io.BytesIO(data), dtype="float32")
+    assert sr == SR and len(audio) == len(reference.audio)
+
+
+def test_sse_deltas_then_done(client, reference):
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=TEXT, response_format="pcm", stream_format="sse",
+        extra_body={"seed": SEED},
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+    deltas = [e for e in events if e["type"] == "speech.audio.delta"]
+    assert len(deltas) == FRAMES  # one chunk per frame here: audio is sent as it is generated
+    assert events[-1]["type"] == "speech.audio.done"
+    usage = events[-1]["usage"]
+    assert usage["output_tokens"] == reference.frames and usage["input_tokens"] > 0
+    assert_pcm_close(b"".join(base64.b64decode(d["audio"]) for d in deltas), reference.audio)
+
+
+def test_voice_names(client, reference):
+    """Speakers match case-insensitively; OpenAI's names and "default" mean the default speaker."""
+    expected = speak(client, voice="vivian")
+    assert_pcm_close(expected, reference.audio)
+    for voice in ("VIVIAN", "alloy", "Echo", "default", {"id": "vivian"}):
+        assert speak(client, voice=voice) == expected, voice
+    assert speak(client, voice="ryan") != expected
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("change, status, param, code", [
+    ({"voice": "bob"}, 400, "voice", "voice_not_found"),
+    ({"input": ""}, 400, "input", "empty"),
+    ({"input": "   "}, 400, "input", "empty"),
+    ({"input": "?!"}, 400, "input", "empty_text"),  # the library's check, from the worker
+    ({"response_format": "opus"}, 400, "response_format", "unsupported_value"),
+    ({"response_format": "ogg"}, 400, "response_format", "unsupported_value"),
+    ({"stream_format": "chunks"}, 400, "stream_format", "unsupported_value"),
+    ({"input": "a" * 201}, 400, "input", "string_above_max_length"),
+    ({"speed": 1.5}, 400, "speed", "unsupported_value"),
+    ({"model": "gpt-5-tts"}, 404, "model", "model_not_found"),
+    ({"instructions": "whisper"}, 400, "instructions", "instruct_unsupported"),  # 0.6B CustomVoice
+    ({"extra_body": {"language": "klingon"}}, 400, "language", "unsupported_language"),
+    ({"extra_body": {"seed": -1}}, 400, "seed", "invalid_value"),
+])
+def test_bad_requests_get_openai_json_errors(client, change, status, param, code):
+    with pytest.raises(openai.APIStatusError) as info:
+        speak(client, **change)
+    e = info.value
+    assert (e.status_code, e.param, e.code) == (status, param, code)
+    assert e.type == "invalid_request_error" and e.message
+
+
+def test_raw_http_errors(url):
+    speech = url + "/v1/audio/speech"
+    json_headers = {"Content-Type": "application/json"}
+    cases = [
+        (http(speech, "POST", b"{not json", json_headers), 400, "invalid_json"),
+        (http(speech, "POST", b"[1, 2]", json_headers), 400, "invalid_json"),
+        (http(speech, "POST", json.dumps({"input": "hi"}).encode(), json_headers), 400,
+         "missing_required_parameter"),
+        (http(speech, "POST", b"x" * 80_000, json_headers), 413, "request_too_large"),  # limit ~67 kB
+        (http(url + "/v1/nothing"), 404, "not_found"),
+        (http(speech), 405, "method_not_allowed"),
+    ]
+    for (status, body), want_status, want_code in cases:
+        assert status == want_status and body["error"]["code"] == want_code, body
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+
+
+def test_mp3_refused_clearly_without_libsndfile_support(client, monkeypatch):
+    monkeypatch.setattr(server, "mp3_supported", lambda: False)
+    with pytest.raises(openai.BadRequestError, match="cannot write MP3"):
+        speak(client, response_format="mp3")
+    assert speak(client, response_format="wav")
+
+
+def test_a_bug_is_a_500_json_error(client, cv, monkeypatch):
+    def broken(text, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cv, "stream_generate", broken)
+    with pytest.raises(openai.InternalServerError) as info:
+        speak(client)
+    assert info.value.status_code == 500 and info.value.type == "server_error"
+    monkeypatch.undo()
+    assert speak(client)  # the worker survived
+
+
+# ----------------------------------------------------------------------------- listings
+
+
+def test_models_and_voices(client, url, cv):
+    assert [m.id for m in client.models.list().data] == ["tiny-cv"]
+    assert client.models.retrieve("tts-1").id == "tts-1"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("whisper-1")
+    status, body = http(url + "/v1/voices")
+    assert status == 200 and body["model_type"] == "custom_voice" and body["default_voice"] == "vivian"
+    speakers = [v["id"] for v in body["data"] if v["type"] == "speaker"]
+    aliases = {v["id"]: v["alias_of"] for v in body["data"] if v["type"] == "alias"}
+    assert speakers == cv.speakers
+    assert aliases["alloy"] == aliases["default"] == "vivian" and set(server.OPENAI_VOICES) <= set(aliases)
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def test_twenty_concurrent_requests_one_model_working_set(client):
+    texts = [f"request {i}, " + TEXT for i in range(20)]
+
+    def one(i: int) -> bytes:
+        return speak(client, input=texts[i], extra_body={"seed": i})
+
+    one(0)  # warm-up: first-call allocations and the voice's prefix cache
+    gc.collect()
+    rss0, active0 = rss_bytes(), mx.get_active_memory()
+    mx.reset_peak_memory()
+    one(1)
+    peak_one = mx.get_peak_memory()
+    mx.reset_peak_memory()
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    peak_all = mx.get_peak_memory()
+    gc.collect()
+    rss1, active1 = rss_bytes(), mx.get_active_memory()
+    assert all(0 < len(r) <= 2 * FRAMES * 1920 and len(r) % 2 == 0 for r in results)
+    # One request at a time: twenty queued requests peak like one, and nothing is left behind.
+    assert peak_all <= 1.25 * peak_one + (4 << 20), (peak_all, peak_one)
+    assert active1 - active0 < (8 << 20), (active0, active1)
+    assert rss1 - rss0 < (100 << 20), (rss0, rss1)
+
+
+def test_full_queue_answers_429(cv):
+    app = server.build_app(cv, max_frames=2, max_queue=1)
+    synth = app.state.server.synth
+    gate = threading.Event()
+    with running(app) as base:
+        client = make_client(base)
+        synth.executor.submit(gate.wait, 30)  # hold the worker so requests queue up
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [pool.submit(speak, client, voice="ryan") for _ in range(2)]
+            deadline = time.monotonic() + 10
+            while synth.pending < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with pytest.raises(openai.RateLimitError) as info:
+                speak(client)
+            gate.set()
+            assert all(len(w.result(timeout=60)) > 0 for w in waiting)
+    assert info.value.code == "queue_full" and info.value.status_code == 429
+
+
+def test_client_disconnect_stops_synthesis(cv):
+    app = server.build_app(cv, max_frames=400, first_chunk_frames=1, chunk_frames=1)
+    synth = app.state.server.synth
+    with running(app) as base:
+        client = make_client(base)
+        start = time.monotonic()
+        with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input=TEXT, response_format="pcm"
+        ) as response:
+            assert next(response.iter_bytes())
+        while synth.pending and time.monotonic() - start < 20:
+            time.sleep(0.05)
+        assert synth.pending == 0
+        # 400 frames take over 20 s here; the worker stopped at the next chunk instead.
+        assert time.monotonic() - start < 15
+
+
+def test_api_key(cv):
+    app = server.build_app(cv, max_frames=2, api_key="sekret")
+    with running(app) as base:
+        with pytest.raises(openai.AuthenticationError):
+            make_client(base, api_key="wrong").models.list()
+        assert make_client(base, api_key="sekret").models.list().data
+        assert http(base + "/health")[0] == 200  # readiness needs no key
+
+
+# ----------------------------------------------------------------------------- other modes
+
+
+def test_base_model_speaks_saved_voices(checkpoint, tmp_path):
+    base = qt.load(checkpoint("tiny-1.7b", "base"), dtype="float32")
+    hidden = base.config.talker_config.hidden_size
+    rng = np.random.default_rng(0)
+    qt.VoicePrompt(rng.standard_normal(hidden).astype(np.float32)).save_as("alice", tmp_path)
+    app = server.build_app(base, max_frames=2, voices_folder=tmp_path, default_voice="alice")
+    with running(app) as url:
+        client = make_client(url)
+        alice = speak(client, voice="alice")
+        assert speak(client, voice="ALICE") == alice and speak(client, voice="nova") == alice
+        with pytest.raises(openai.BadRequestError, match="Voices: alice"):
+            speak(client, voice="bob")
+        with pytest.raises(openai.BadRequestError) as info:
+            speak(client, voice="alice", instructions="slowly")
+        assert info.value.code == "instruct_unsupported"
+    voices = server.Voices(base, folder=tmp_path)  # no default: OpenAI names are refused
+    with pytest.raises(server.ApiError, match="Unknown voice 'alloy'"):
+        voices.resolve("alloy")
+    with pytest.raises(qt.AudioError):
+        server.Voices(base, default="carol", folder=tmp_path)
+
+
+def test_voice_design_takes_instructions(checkpoint):
+    design = qt.load(checkpoint("tiny-1.7b", "voice_design"), dtype="float32")
+    app = server.build_app(design, max_frames=2)
+    with running(app) as url:
+        client = make_client(url)
+        a = speak(client, voice="alloy", instructions="a calm, low voice")
+        assert a == speak(client, voice="default", instructions="a calm, low voice")
+        assert a != speak(client, voice="alloy", instructions="a bright, excited child")
+        with pytest.raises(openai.BadRequestError) as info:
+            speak(client, voice="vivian", instructions="a calm, low voice")
+        assert info.value.param == "voice" and "instructions" in info.value.message
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_python_m_server_serves_and_shuts_down(checkpoint):
+    folder = checkpoint("tiny-0.6b", "custom_voice")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "mlx_qwen3_tts.server", "--model", str(folder), "--dtype", "float32",
+           "--host", "127.0.0.1", "--port", str(port), "--max-frames", "2", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if http(base + "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        data = speak(make_client(base), model=str(folder), response_format="wav")
+        audio, sr = sf.read(io.BytesIO(data))
+        assert sr == SR and 0 < len(audio) <= 2 * 1920
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it, so the exit is by that signal.
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    assert "Traceback" not in out, out
+    assert f"Serving {folder.name} (custom_voice)" in out
