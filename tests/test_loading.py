@@ -207,3 +207,18 @@ def test_hub_failure_is_a_model_load_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(ModelLoadError, match="Could not fetch Qwen/Nope"):
         qt.load("Qwen/Nope")
+
+
+def test_conv_layout_by_shape_and_ambiguity():
+    from mlx_qwen3_tts.models.base import conv_weight_to_mlx
+
+    w = mx.arange(2 * 3 * 5).reshape(2, 3, 5)  # PyTorch Conv1d [out, in, k]
+    mlx_w = conv_weight_to_mlx("c", w, (2, 5, 3))
+    assert mx.array_equal(mlx_w, w.transpose(0, 2, 1))
+    assert conv_weight_to_mlx("c", mlx_w, (2, 5, 3)) is mlx_w  # already MLX: untouched
+    wt = mx.arange(3 * 2 * 4).reshape(3, 2, 4)  # PyTorch ConvTranspose1d [in, out, k]
+    assert mx.array_equal(conv_weight_to_mlx("t", wt, (2, 4, 3), transposed=True), wt.transpose(1, 2, 0))
+    with pytest.raises(ModelLoadError, match="ambiguous"):
+        conv_weight_to_mlx("c", mx.zeros((2, 3, 3)), (2, 3, 3))
+    with pytest.raises(ModelLoadError, match="does not match"):
+        conv_weight_to_mlx("c", mx.zeros((2, 3, 4)), (2, 5, 3))

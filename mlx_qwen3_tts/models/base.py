@@ -99,7 +99,7 @@ def conv_weight_to_mlx(key: str, w, expected: tuple[int, ...], transposed: bool 
     """
     moved = w.transpose(1, 2, 0) if transposed else w.transpose(0, 2, 1)
     fits_mlx, fits_torch = tuple(w.shape) == tuple(expected), tuple(moved.shape) == tuple(expected)
-    if fits_mlx and fits_torch and moved.shape != w.shape:
+    if fits_mlx and fits_torch:  # in == k: both layouts have this shape
         raise ModelLoadError(f"{key}: shape {tuple(w.shape)} is ambiguous between layouts.")
     if fits_mlx:
         return w

@@ -1,0 +1,210 @@
+"""`SpeechTokenizer`: the 12 Hz codec with NumPy in and out (dossier §2.6, §4.2).
+
+    tok = SpeechTokenizer.from_pretrained("Qwen3-TTS-Tokenizer-12Hz")  # or a checkpoint folder
+    codes = tok.encode(audio, sample_rate)          # [T, 16] int64
+    wav = tok.decode(codes)                         # float32 at tok.sample_rate
+    stream = tok.stream_decoder()
+    pieces = [stream.decode_step(c) for c in np.array_split(codes, 10)]  # == wav
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+
+from .audio import prepare_audio, read_audio
+from .errors import AudioError, ModelLoadError
+from .models.codec import SpeechTokenizerConfig, SpeechTokenizerModel
+from .models.codec.layers import state_arrays
+
+DecodeMode = Literal["exact", "reference"]
+
+
+def _resolve_folder(path: str | os.PathLike) -> Path:
+    """A tokenizer folder itself, or a TTS checkpoint folder holding it in `speech_tokenizer/`."""
+    path = Path(path)
+    if (path / "speech_tokenizer" / "config.json").is_file():
+        return path / "speech_tokenizer"
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path}: no config.json (expected a speech tokenizer folder).")
+    return path
+
+
+def _read_weights(folder: Path) -> dict[str, mx.array]:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"{folder}: no *.safetensors weights.")
+    weights: dict[str, mx.array] = {}
+    for f in files:
+        weights.update(mx.load(str(f)))
+    return weights
+
+
+def _check_weights(model: SpeechTokenizerModel, weights: dict[str, mx.array], source: str) -> None:
+    """Names the first missing, unexpected or mis-shaped tensor (strict loading, loudly)."""
+    expected = dict(tree_flatten(model.parameters()))
+    if missing := sorted(expected.keys() - weights.keys()):
+        raise ModelLoadError(f"{source}: missing tensor {missing[0]} ({len(missing)} missing in all).")
+    if extra := sorted(weights.keys() - expected.keys()):
+        raise ModelLoadError(f"{source}: unexpected tensor {extra[0]} ({len(extra)} unexpected in all).")
+    for key, param in expected.items():
+        if weights[key].shape != param.shape:
+            raise ModelLoadError(
+                f"{source}: tensor {key} has shape {tuple(weights[key].shape)}, "
+                f"the config implies {tuple(param.shape)}."
+            )
+
+
+def load_model(path: str | os.PathLike, dtype: mx.Dtype = mx.float32) -> SpeechTokenizerModel:
+    """Builds the model from `config.json` and strictly loads sanitized weights cast to `dtype`."""
+    folder = _resolve_folder(path)
+    config_path = folder / "config.json"
+    try:
+        params = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{config_path}: invalid JSON ({e}).") from e
+    model = SpeechTokenizerModel(SpeechTokenizerConfig.from_dict(params, str(config_path)))
+    weights = model.sanitize(_read_weights(folder))
+    weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v
+               for k, v in weights.items()}
+    _check_weights(model, weights, str(folder))
+    model.load_weights(list(weights.items()), strict=True)
+    mx.eval(model.parameters())
+    return model
+
+
+class SpeechTokenizer:
+    """The 12 Hz speech tokenizer: audio <-> `[frames, 16]` codes, 1920 samples per frame."""
+
+    def __init__(self, model: SpeechTokenizerModel):
+        self.model = model
+        self.config = model.config
+        dec = model.config.decoder_config
+        self.num_codebooks = dec.num_quantizers
+        self.codebook_size = dec.codebook_size
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: mx.Dtype = mx.float32) -> "SpeechTokenizer":
+        """Loads a local tokenizer folder, or the `speech_tokenizer/` of a TTS checkpoint folder.
+
+        Args:
+            path: Folder with `config.json` and `model.safetensors` (no preprocessor config needed).
+            dtype: Dtype of the weights and activations. Default: ``mx.float32`` (as released).
+
+        Raises:
+            ModelLoadError: a missing file or config field, or a missing, unexpected or
+                mis-shaped tensor.
+        """
+        return cls(load_model(path, dtype))
+
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate of decoded audio (24000)."""
+        return self.config.output_sample_rate
+
+    @property
+    def input_sample_rate(self) -> int:
+        return self.config.input_sample_rate
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.config.decode_upsample_rate
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.model.decoder.pre_conv.conv.weight.dtype
+
+    def encode(self, audio: np.ndarray | str | os.PathLike, sample_rate: float | None = None) -> np.ndarray:
+        """Codes of mono (or down-mixed) audio at any sample rate.
+
+        Args:
+            audio: `[samples]` or `[samples, channels]` float array, or an audio file path.
+            sample_rate: Sample rate of `audio`; omit it for a file path.
+
+        Returns:
+            `[ceil(samples_24k / 1920), 16]` int64 codes.
+
+        Raises:
+            AudioError: a bad sample rate, empty / all-NaN audio or an uninterpretable shape.
+        """
+        if isinstance(audio, (str, os.PathLike)):
+            if sample_rate is not None:
+                raise AudioError("sample_rate is read from the file; do not pass it with a path.")
+            audio, sample_rate = read_audio(audio)
+        elif sample_rate is None:
+            raise AudioError("sample_rate is required for array input.")
+        wav = prepare_audio(audio, sample_rate, self.input_sample_rate)
+        codes = self.model.encoder(mx.array(wav)[None].astype(self.dtype))
+        frames = -(-wav.shape[0] // self.config.encode_downsample_rate)
+        return np.array(codes[0, :frames]).astype(np.int64)
+
+    def decode(self, codes: np.ndarray, mode: DecodeMode = "exact") -> np.ndarray:
+        """Audio of `[frames, 16]` codes, `frames * 1920` float32 samples at `sample_rate`.
+
+        Args:
+            codes: `[frames, 16]` integer codes in `[0, 2048)`.
+            mode: ``"exact"`` (default): the decoder's single-pass output with its sliding window,
+                identical to streaming with `stream_decoder()`. ``"reference"``: the official
+                300-frame chunked decode with 25 frames of left context, for parity; past 300
+                frames it differs from ``"exact"`` (dossier §2.6.3, §6.11).
+
+        Raises:
+            AudioError: codes of the wrong shape, dtype or range; an unknown mode.
+        """
+        c = self._check_codes(codes)
+        if mode == "exact":
+            wav = self.model.decoder.streamed_decode(c)
+        elif mode == "reference":
+            wav = self.model.decoder.chunked_decode(c)
+        else:
+            raise AudioError(f"mode must be 'exact' or 'reference', got {mode!r}.")
+        return np.array(wav[0].astype(mx.float32))
+
+    def stream_decoder(self) -> "StreamingDecoder":
+        """A fresh streaming decoder (see `StreamingDecoder`)."""
+        return StreamingDecoder(self)
+
+    def _check_codes(self, codes: np.ndarray | mx.array) -> mx.array:
+        """`[1, T, 16]` int32 MLX codes, or AudioError naming what is wrong."""
+        c = np.asarray(codes)
+        if c.ndim != 2 or c.shape[1] != self.num_codebooks:
+            raise AudioError(f"codes must have shape [frames, {self.num_codebooks}], got {c.shape}.")
+        if not np.issubdtype(c.dtype, np.integer):
+            raise AudioError(f"codes must be integers, got dtype {c.dtype}.")
+        if c.size and (c.min() < 0 or c.max() >= self.codebook_size):
+            raise AudioError(
+                f"codes must lie in [0, {self.codebook_size}), got values in [{c.min()}, {c.max()}]."
+            )
+        return mx.array(c.astype(np.int32))[None]
+
+
+class StreamingDecoder:
+    """Decodes frames piece by piece with bounded state; pieces concatenate to `decode(mode="exact")`.
+
+    State: each causal conv's left context, each transposed conv's overlap tail, and per
+    transformer layer the keys/values of the last `sliding_window - 1` frames, with RoPE positions
+    counting on across steps as in a single pass. Memory does not grow with the stream's length.
+    """
+
+    def __init__(self, tokenizer: SpeechTokenizer):
+        self._tokenizer = tokenizer
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        """Start a new stream."""
+        self._state = self._tokenizer.model.decoder.make_state()
+        self.frames = 0
+
+    def decode_step(self, codes: np.ndarray | mx.array) -> np.ndarray:
+        """Audio of the next `[n, 16]` frames of the stream: `n * 1920` float32 samples."""
+        c = self._tokenizer._check_codes(codes)
+        if c.shape[1] == 0:
+            return np.zeros(0, dtype=np.float32)
+        wav = self._tokenizer.model.decoder(c, self._state)[0].astype(mx.float32)
+        mx.eval(wav, state_arrays(self._state))
+        self.frames += c.shape[1]
+        return np.array(wav)
