@@ -2,8 +2,10 @@
 `generate_step`; every mode differs only in the `Prompt` it is given.
 """
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import mlx.core as mx
@@ -101,6 +103,36 @@ def predict_codes(
     return mx.stack(codes, axis=1)
 
 
+class _CompiledPredictors:
+    """`predict_codes` compiled into one graph per sampler setting, kept on the talker.
+
+    The 15 code-predictor steps of a frame are sequential and tiny, so their cost is dispatch:
+    compiling the whole loop, sampling included, runs it as one fused graph (the weights are
+    captured as constants, so one compiled function serves every frame of a model).
+    """
+
+    def __init__(self, talker: Talker):
+        self.talker = talker
+        self.fns: dict[SamplerSettings, Callable] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, settings: SamplerSettings) -> Callable:
+        with self.lock:
+            if settings not in self.fns:
+                fn = partial(predict_codes, self.talker, settings=settings)
+                self.fns[settings] = mx.compile(fn)
+            return self.fns[settings]
+
+
+def compiled_predictor(talker: Talker, settings: SamplerSettings) -> Callable:
+    """`(hidden [B, H], c0 [B], keys [15, 2]) -> codes [B, 16]` for this talker and sampler."""
+    store = talker.__dict__.get("_compiled_predictors")
+    if store is None:
+        # A plain attribute (not an array, dict or list), so it is not a model parameter.
+        store = talker._compiled_predictors = _CompiledPredictors(talker)
+    return store(settings)
+
+
 @dataclass(frozen=True)
 class RunawayGuard:
     """Ends generation that runs away instead of stopping (on by default, see `generate`).
@@ -185,9 +217,9 @@ def generate_step(
         config: sampling settings and the frame limit.
         key: an MLX random key; the only source of randomness.
         guard: stops runaway rows; None disables it.
-        text_at: `step -> [B, H]` text embeddings added to frame `step`'s feedback, read only
-            when the loop resumes after yielding that frame; replaces the prompts' `trailing`
-            (text streamed in while generating, `text_stream.py`).
+        text_at: `step -> [B, H]` text embeddings added to frame `step`'s feedback, read just
+            before frame `step` is yielded; replaces the prompts' `trailing` (text streamed in
+            while generating, `text_stream.py`).
         prefix: the KV cache of the first `prefix.length` prefill positions of a single prompt,
             computed earlier for the same voice; only the rest is prefilled.
 
@@ -214,14 +246,17 @@ def generate_step(
         def text_at(step: int) -> mx.array:
             return trailing[:, step] if step < trailing.shape[1] else mx.repeat(tts_pad, B, axis=0)
 
-    logits, hidden = talker(x, cache)
-    for step in range(config.max_frames + 1):
-        key, step_key = mx.random.split(key)
-        keys = mx.random.split(step_key, cfg.num_code_groups)
+    def next_token(logits: mx.array, step: int, key: mx.array) -> tuple[mx.array, mx.array]:
         last = logits[:, -1]
         scores = process_talker_logits(last, seen, step, config.repetition_penalty, ban, eos)
-        c0 = sample(scores, config.talker, keys[0])
-        bad = mx.any(~mx.isfinite(last))
+        return sample(scores, config.talker, key), mx.any(~mx.isfinite(last))
+
+    predict = compiled_predictor(talker, config.code_predictor)
+    key, step_key = mx.random.split(key)
+    keys = mx.random.split(step_key, cfg.num_code_groups)
+    logits, hidden = talker(x, cache)
+    c0, bad = next_token(logits, 0, keys[0])
+    for step in range(config.max_frames):
         mx.eval(c0, bad)
         if bad.item():
             raise SynthesisError(
@@ -230,14 +265,21 @@ def generate_step(
             )
         _update_reasons(reasons, history, c0.tolist(), eos, guard, prompts)
         active = np.array([r is None for r in reasons])
-        if step == config.max_frames or not active.any():
-            return  # the last sampled token gets no frame (§3.5)
+        if not active.any():
+            return  # the EOS token itself gets no frame (§3.5)
         # Rows that are done are fed EOS, as HF's generate feeds them its pad (= EOS) id.
         c0 = mx.where(mx.array(active), c0, eos)
         seen = seen | (mx.arange(cfg.vocab_size) == c0[:, None])
-        codes = predict_codes(talker, hidden[:, -1], c0, config.code_predictor, keys[1:])
+        codes = predict(hidden[:, -1], c0, keys=keys[1:])
+        if step + 1 < config.max_frames:
+            # Queue the next talker step and its token before handing this frame out, so the
+            # device works while the caller decodes; the host syncs once per frame (above).
+            key, step_key = mx.random.split(key)
+            keys = mx.random.split(step_key, cfg.num_code_groups)
+            logits, hidden = talker((talker.embed_frame(codes) + text_at(step))[:, None], cache)
+            c0, bad = next_token(logits, step + 1, keys[0])
+            mx.async_eval(codes, c0, bad)
         yield Frame(codes, active, reasons)
-        logits, hidden = talker((talker.embed_frame(codes) + text_at(step))[:, None], cache)
 
 
 def _update_reasons(reasons, history, c0: list[int], eos: int, guard, prompts) -> None:

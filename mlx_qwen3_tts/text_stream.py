@@ -98,8 +98,8 @@ class TextStream:
             self.prompt.text_tokens = len(self.tokens)
 
     def _ready(self) -> bool:
-        """Enough text committed for the next step (the prefill needs token 0)."""
-        return self.finished or len(self.tokens) > self.produced + self.lookahead
+        """Enough text committed for the next frame: producing frame s reads token s + 1."""
+        return self.finished or len(self.tokens) > self.produced + 1 + self.lookahead
 
     def _start(self) -> None:
         if not self.tokens:
