@@ -7,17 +7,16 @@
     pieces = [stream.decode_step(c) for c in np.array_split(codes, 10)]  # == wav
 """
 
-import json
 import os
 from pathlib import Path
 from typing import Literal
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_flatten
 
 from .audio import prepare_audio, read_audio
 from .errors import AudioError, ModelLoadError
+from .loading import cast_weights, load_weights_strict, read_json, read_safetensors
 from .models.codec import SpeechTokenizerConfig, SpeechTokenizerModel
 from .models.codec.layers import state_arrays
 
@@ -34,45 +33,13 @@ def _resolve_folder(path: str | os.PathLike) -> Path:
     return path
 
 
-def _read_weights(folder: Path) -> dict[str, mx.array]:
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ModelLoadError(f"{folder}: no *.safetensors weights.")
-    weights: dict[str, mx.array] = {}
-    for f in files:
-        weights.update(mx.load(str(f)))
-    return weights
-
-
-def _check_weights(model: SpeechTokenizerModel, weights: dict[str, mx.array], source: str) -> None:
-    """Names the first missing, unexpected or mis-shaped tensor (strict loading, loudly)."""
-    expected = dict(tree_flatten(model.parameters()))
-    if missing := sorted(expected.keys() - weights.keys()):
-        raise ModelLoadError(f"{source}: missing tensor {missing[0]} ({len(missing)} missing in all).")
-    if extra := sorted(weights.keys() - expected.keys()):
-        raise ModelLoadError(f"{source}: unexpected tensor {extra[0]} ({len(extra)} unexpected in all).")
-    for key, param in expected.items():
-        if weights[key].shape != param.shape:
-            raise ModelLoadError(
-                f"{source}: tensor {key} has shape {tuple(weights[key].shape)}, "
-                f"the config implies {tuple(param.shape)}."
-            )
-
-
 def load_model(path: str | os.PathLike, dtype: mx.Dtype = mx.float32) -> SpeechTokenizerModel:
     """Builds the model from `config.json` and strictly loads sanitized weights cast to `dtype`."""
     folder = _resolve_folder(path)
     config_path = folder / "config.json"
-    try:
-        params = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{config_path}: invalid JSON ({e}).") from e
-    model = SpeechTokenizerModel(SpeechTokenizerConfig.from_dict(params, str(config_path)))
-    weights = model.sanitize(_read_weights(folder))
-    weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v
-               for k, v in weights.items()}
-    _check_weights(model, weights, str(folder))
-    model.load_weights(list(weights.items()), strict=True)
+    model = SpeechTokenizerModel(SpeechTokenizerConfig.from_dict(read_json(config_path), str(config_path)))
+    weights = cast_weights(model.sanitize(read_safetensors(folder, "*.safetensors")), dtype)
+    load_weights_strict(model, weights, str(folder))
     mx.eval(model.parameters())
     return model
 

@@ -51,7 +51,44 @@ class BaseConfig:
         return dataclasses.asdict(self)
 
 
-def qwen3_block_args(cfg: Any, vocab_size: int):
+@dataclass(kw_only=True)
+class Qwen3StackConfig(BaseConfig):
+    """What the talker and the code predictor share: a stack of Qwen3 decoder blocks."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    rms_norm_eps: float
+    rope_theta: float
+    vocab_size: int
+    num_code_groups: int
+    head_dim: int | None = None  # the reference falls back to hidden/heads
+    max_position_embeddings: int = 32768
+    hidden_act: str = "silu"
+    attention_bias: bool = False
+    use_sliding_window: bool = False
+    rope_scaling: dict[str, Any] | None = None
+
+    def __post_init__(self):
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+
+    def check(self, source: str) -> None:
+        """Reject settings the port does not implement instead of running them wrongly."""
+        if self.hidden_act != "silu":
+            raise ModelLoadError(f"{source}: hidden_act {self.hidden_act!r} is not supported (silu).")
+        if self.attention_bias:
+            raise ModelLoadError(f"{source}: attention_bias=true is not supported.")
+        if self.use_sliding_window:
+            raise ModelLoadError(f"{source}: use_sliding_window=true is not supported.")
+        rope_type = (self.rope_scaling or {}).get("rope_type", "default")
+        if rope_type != "default":
+            raise ModelLoadError(f"{source}: rope_scaling type {rope_type!r} is not supported.")
+
+
+def qwen3_block_args(cfg: Qwen3StackConfig):
     """mlx-lm's Qwen3 block arguments for a talker-like config.
 
     Talker and code predictor are the same Qwen3 decoder block (q/k RMSNorm, GQA, SwiGLU,
@@ -68,26 +105,13 @@ def qwen3_block_args(cfg: Any, vocab_size: int):
         intermediate_size=cfg.intermediate_size,
         num_attention_heads=cfg.num_attention_heads,
         rms_norm_eps=cfg.rms_norm_eps,
-        vocab_size=vocab_size,
+        vocab_size=cfg.vocab_size,
         num_key_value_heads=cfg.num_key_value_heads,
         max_position_embeddings=cfg.max_position_embeddings,
         head_dim=cfg.head_dim,
         tie_word_embeddings=False,
         rope_theta=cfg.rope_theta,
     )
-
-
-def check_decoder_config(cfg: Any, source: str) -> None:
-    """Reject decoder settings the port does not implement instead of running them wrongly."""
-    if cfg.hidden_act != "silu":
-        raise ModelLoadError(f"{source}: hidden_act {cfg.hidden_act!r} is not supported (silu).")
-    if cfg.attention_bias:
-        raise ModelLoadError(f"{source}: attention_bias=true is not supported.")
-    if cfg.use_sliding_window:
-        raise ModelLoadError(f"{source}: use_sliding_window=true is not supported.")
-    rope_type = (cfg.rope_scaling or {}).get("rope_type", "default")
-    if rope_type != "default":
-        raise ModelLoadError(f"{source}: rope_scaling type {rope_type!r} is not supported.")
 
 
 def conv_weight_to_mlx(key: str, w, expected: tuple[int, ...], transposed: bool = False):

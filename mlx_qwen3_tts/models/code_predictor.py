@@ -4,7 +4,6 @@ Dossier §2.3. Per frame it sees at most 16 positions: the talker's post-norm hi
 talker's embedding of c0, then its own embeddings of c1..c14; head j at position j+1 predicts c_{j+1}.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -13,36 +12,17 @@ from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 from mlx_lm.models.qwen3 import TransformerBlock
 
-from .base import BaseConfig, qwen3_block_args
+from .base import Qwen3StackConfig, qwen3_block_args
 
 
-@dataclass
-class CodePredictorConfig(BaseConfig):
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    rms_norm_eps: float
-    rope_theta: float
-    vocab_size: int
-    num_code_groups: int
-    head_dim: int | None = None  # the reference falls back to hidden/heads
-    max_position_embeddings: int = 65536
-    hidden_act: str = "silu"
-    attention_bias: bool = False
-    use_sliding_window: bool = False
-    rope_scaling: dict[str, Any] | None = None
-
-    def __post_init__(self):
-        if self.head_dim is None:
-            self.head_dim = self.hidden_size // self.num_attention_heads
+class CodePredictorConfig(Qwen3StackConfig):
+    """`talker_config.code_predictor_config`: 5 blocks over 16 positions per frame."""
 
 
 class CodePredictorModel(nn.Module):
     def __init__(self, config: CodePredictorConfig, talker_hidden_size: int):
         super().__init__()
-        args = qwen3_block_args(config, config.vocab_size)
+        args = qwen3_block_args(config)
         # Embeddings live in the talker's width; the talker sums them into its frame input.
         self.codec_embedding = [
             nn.Embedding(config.vocab_size, talker_hidden_size)

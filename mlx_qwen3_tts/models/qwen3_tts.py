@@ -11,7 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..errors import ModelLoadError
-from .base import BaseConfig, check_decoder_config
+from .base import BaseConfig
 from .speaker_encoder import SpeakerEncoder, SpeakerEncoderConfig
 from .talker import Talker, TalkerConfig
 
@@ -51,7 +51,7 @@ class Qwen3TTSConfig(BaseConfig):
                 f"{source}: tts_model_type {kwargs['tts_model_type']!r} is not one of {MODEL_TYPES}."
             )
         talker = TalkerConfig.from_dict(kwargs["talker_config"], f"{source} (talker_config)")
-        check_decoder_config(talker, f"{source} (talker_config)")
+        talker.check(f"{source} (talker_config)")
         speaker = None
         if kwargs["tts_model_type"] == "base":
             if kwargs.get("speaker_encoder_config") is None:

@@ -13,23 +13,14 @@ from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 from mlx_lm.models.qwen3 import TransformerBlock
 
-from .base import BaseConfig, check_decoder_config, qwen3_block_args
+from .base import Qwen3StackConfig, qwen3_block_args
 from .code_predictor import CodePredictor, CodePredictorConfig
 
 
 @dataclass
-class TalkerConfig(BaseConfig):
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    rms_norm_eps: float
-    rope_theta: float
-    vocab_size: int
+class TalkerConfig(Qwen3StackConfig):
     text_vocab_size: int
     text_hidden_size: int
-    num_code_groups: int
     codec_pad_id: int
     codec_bos_id: int
     codec_eos_token_id: int
@@ -39,24 +30,14 @@ class TalkerConfig(BaseConfig):
     codec_think_eos_id: int
     codec_language_id: dict[str, int]
     code_predictor_config: CodePredictorConfig
-    head_dim: int | None = None  # the reference falls back to hidden/heads
     spk_id: dict[str, int] = field(default_factory=dict)
     spk_is_dialect: dict[str, Any] = field(default_factory=dict)
-    max_position_embeddings: int = 32768
-    hidden_act: str = "silu"
-    attention_bias: bool = False
-    use_sliding_window: bool = False
-    rope_scaling: dict[str, Any] | None = None
-
-    def __post_init__(self):
-        if self.head_dim is None:
-            self.head_dim = self.hidden_size // self.num_attention_heads
 
     @classmethod
     def _nested(cls, kwargs, source):
         cp_source = f"{source} (code_predictor_config)"
         cp = CodePredictorConfig.from_dict(kwargs["code_predictor_config"], cp_source)
-        check_decoder_config(cp, cp_source)
+        cp.check(cp_source)
         return {**kwargs, "code_predictor_config": cp}
 
 
@@ -75,7 +56,7 @@ class ResizeMLP(nn.Module):
 class TalkerModel(nn.Module):
     def __init__(self, config: TalkerConfig):
         super().__init__()
-        args = qwen3_block_args(config, config.vocab_size)
+        args = qwen3_block_args(config)
         self.codec_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.text_embedding = nn.Embedding(config.text_vocab_size, config.text_hidden_size)
         self.layers = [TransformerBlock(args) for _ in range(config.num_hidden_layers)]
