@@ -127,6 +127,10 @@ class TextStream:
         return e.tts_eos if i == len(self.tokens) else e.tts_pad
 
     def _run(self, final: bool) -> Iterator["AudioChunk"]:
+        with mx.stream(self.tts.device):
+            yield from self._steps(final)
+
+    def _steps(self, final: bool) -> Iterator["AudioChunk"]:
         if self.frames is None:
             if self.done or not self._ready():
                 return

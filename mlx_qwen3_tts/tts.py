@@ -4,6 +4,7 @@ It turns user arguments into a `Prompt` (checking them against the checkpoint's 
 runs the one frame loop of `generate.py`, and decodes frames to audio with the speech tokenizer.
 """
 
+import functools
 import hashlib
 import os
 import secrets
@@ -98,6 +99,28 @@ class AudioChunk:
     seed: int | None = None
 
 
+def _on_device(method):
+    """Run a method's MLX work on the model's device (`load(..., device=...)`)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with mx.stream(self.device):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _on_device_stream(method):
+    """`_on_device` for generator methods: the device holds while the stream is consumed."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with mx.stream(self.device):
+            yield from method(self, *args, **kwargs)
+
+    return wrapper
+
+
 @dataclass
 class _Request:
     prompt: Prompt
@@ -115,7 +138,9 @@ class Qwen3TTS:
         speech_tokenizer: SpeechTokenizer,
         generation_defaults: dict[str, Any],
         path: Path,
+        device: mx.Device | None = None,
     ):
+        self.device = device or mx.default_device()
         self.model = model
         self.text_tokenizer = text_tokenizer
         self.speech_tokenizer = speech_tokenizer
@@ -157,6 +182,7 @@ class Qwen3TTS:
 
     # ----------------------------------------------------------------------- public API
 
+    @_on_device
     def generate(
         self,
         text: str,
@@ -217,6 +243,7 @@ class Qwen3TTS:
             time.perf_counter() - start, mx.get_peak_memory() / 1e9,
         )
 
+    @_on_device
     def generate_batch(
         self, texts: list[str], *, runaway_guard: bool | RunawayGuard = True, **kwargs: Any
     ) -> list[GenerationResult]:
@@ -246,6 +273,7 @@ class Qwen3TTS:
             ))
         return results
 
+    @_on_device_stream
     def stream_generate(
         self,
         text: str,
@@ -311,6 +339,7 @@ class Qwen3TTS:
 
         return TextStream(self, **kwargs)
 
+    @_on_device
     def create_voice_prompt(
         self, ref_audio: AudioInput, ref_text: str | None = None
     ) -> VoicePrompt:
