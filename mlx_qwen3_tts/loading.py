@@ -18,6 +18,9 @@ HUB_ALLOW_PATTERNS = [
     "speech_tokenizer/*.json", "speech_tokenizer/*.safetensors",
 ]
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+# Version of the folder layout `mlx_qwen3_tts.convert` writes, recorded in its config.json.
+FORMAT_KEY = "mlx_qwen3_tts"
+FORMAT_VERSION = 1
 
 
 def resolve_path(path_or_repo: str | Path, allow_patterns: list[str] | None = None) -> Path:
@@ -115,19 +118,75 @@ def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
     return DTYPES[dtype]
 
 
+def format_version(params: Any) -> int | None:
+    """The layout version of a folder `mlx_qwen3_tts.convert` wrote; None for any other folder."""
+    marker = params.get(FORMAT_KEY) if isinstance(params, dict) else None
+    return marker.get("format_version") if isinstance(marker, dict) else None
+
+
 def load_config(folder: Path) -> Qwen3TTSConfig:
-    return Qwen3TTSConfig.from_dict(read_json(folder / "config.json"), str(folder / "config.json"))
+    path = folder / "config.json"
+    params = read_json(path)
+    version = format_version(params)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path}: written by a newer mlx_qwen3_tts (format {version}; this one reads up to "
+            f"{FORMAT_VERSION}); upgrade mlx-qwen3-tts, or convert the original checkpoint again."
+        )
+    return Qwen3TTSConfig.from_dict(params, str(path))
+
+
+def _infer_quant_params(path: str, module: nn.Module, weights: dict[str, mx.array]) -> dict[str, Any]:
+    """Group size and bits of one packed layer from its shapes (mlx-lm's `infer_quant_config`)."""
+    scales, packed = weights[f"{path}.scales"], weights.get(f"{path}.weight")
+    in_dims = module.weight.shape[-1]
+    groups = scales.shape[-1] if scales.ndim == 2 else 0
+    if packed is None or packed.dtype != mx.uint32 or not groups or in_dims % groups:
+        raise ModelLoadError(f"{path}: its .scales do not fit a {in_dims}-wide layer packed as uint32.")
+    if not mx.issubdtype(scales.dtype, mx.floating):
+        raise ModelLoadError(f"{path}: only affine quantization is supported (scales {scales.dtype}).")
+    return {"group_size": in_dims // groups, "bits": packed.shape[-1] * 32 // in_dims, "mode": "affine"}
+
+
+def quantize_for_load(model: nn.Module, quantization: dict[str, Any], weights: dict[str, mx.array]) -> None:
+    """Swap in the quantized layers a checkpoint holds, so its packed weights load as they are.
+
+    The mlx-lm rule: a per-layer entry of the config's `quantization` block wins (our converter
+    records every layer it quantized); otherwise a layer is quantized iff its `.scales` are in the
+    weights, with group size and bits read off the shapes (mlx-audio's folders record one setting).
+    """
+
+    def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+        if path in quantization:
+            return quantization[path]
+        if not hasattr(module, "to_quantized") or f"{path}.scales" not in weights:
+            return False
+        return _infer_quant_params(path, module, weights)
+
+    nn.quantize(
+        model,
+        group_size=quantization.get("group_size", 64),
+        bits=quantization.get("bits", 4),
+        mode=quantization.get("mode", "affine"),
+        class_predicate=predicate,
+    )
 
 
 def load_model(folder: Path, dtype: str | mx.Dtype | None = None, lazy: bool = False) -> Model:
     """Build the talker (+ speaker encoder) of a checkpoint folder and load its weights.
 
-    The talker runs in `dtype` (default: as stored, bfloat16 in the released files); the speaker
-    encoder always runs in float32, being small and feeding a single vector to the talker.
+    The talker runs in `dtype` (default: as stored, bfloat16 in the released files; a quantized
+    folder's recorded `activation_dtype`); the speaker encoder always runs in float32, being
+    small and feeding a single vector to the talker. Quantized layers are built before loading,
+    so packed weights load as stored; `dtype` then casts their scales and biases.
     """
     config = load_config(folder)
     model = Model(config)
     weights = model.sanitize(read_safetensors(folder))
+    if config.quantization is not None:
+        quantize_for_load(model, config.quantization, weights)
+        if dtype is None:
+            dtype = config.quantization.get("activation_dtype")
     weights = cast_weights(weights, parse_dtype(dtype), keep_float32=("speaker_encoder.",))
     load_weights_strict(model, weights, str(folder / "model.safetensors"))
     model.eval()
@@ -140,11 +199,13 @@ def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None):
     """Load a Qwen3-TTS 12 Hz checkpoint from a local folder or a Hugging Face repo id.
 
     Args:
-        path_or_repo (str | Path): A checkpoint folder (original or converted layout) or a repo id
+        path_or_repo (str | Path): A checkpoint folder (original layout, converted by
+            ``mlx_qwen3_tts.convert``, or mlx-audio's, quantized or not) or a repo id
             such as ``"Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"`` (fetched on first use).
         dtype (str, optional): Talker dtype, ``"float32"``, ``"float16"`` or ``"bfloat16"``.
-            Default: as stored (bfloat16 in the released files). The codec and the speaker encoder
-            run in float32.
+            Default: as stored (bfloat16 in the released files; float32 activations for folders
+            quantized by ``mlx_qwen3_tts.convert``). The codec and the speaker encoder run in
+            float32.
 
     Returns:
         Qwen3TTS: the loaded model.

@@ -1,0 +1,388 @@
+"""Original Qwen3-TTS checkpoints -> MLX folders: sanitized weights, a dtype, optional quantization.
+
+    python -m mlx_qwen3_tts.convert --hf-path Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice \\
+        --mlx-path qwen3-tts-0.6b-8bit -q --q-bits 8
+
+The output loads with `mlx_qwen3_tts.load(folder)` with no transposes and no re-quantization:
+weights are already in module layout (convolutions channels-last, codec codebooks folded), and
+quantized layers are rebuilt from the `quantization` block of `config.json` before loading.
+"""
+
+import argparse
+import json
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+from mlx_lm.utils import compute_bits_per_weight, save_model
+
+from . import __version__
+from .errors import ModelLoadError
+from .loading import (
+    DTYPES,
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    format_version,
+    load_model,
+    read_json,
+    resolve_path,
+)
+from .speech_tokenizer import load_model as load_speech_tokenizer
+
+Q_BITS = (4, 6, 8)
+Q_GROUP_SIZES = (32, 64, 128)
+DEFAULT_Q_BITS = 8
+DEFAULT_Q_GROUP_SIZE = 64
+# Quantized matmuls on MLX's CPU backend ran ~8x slower with bfloat16 activations than with
+# float32 ones, and drifted more (8-bit, random 0.6B: first-step logits' cosine 0.987 against
+# 0.9993); on Apple GPUs one decode step is bound by reading the packed weights either way.
+ACTIVATION_DTYPE = "float32"
+# Files next to the weights that a folder needs (config.json is rewritten, not copied).
+SUPPORT_FILES = ("*.json", "*.txt", "*.jinja")
+SKIPPED_FILES = ("config.json", "model.safetensors.index.json")
+
+# The c0 head picks codebook 0 and EOS, so it sets what is said and when it stops; it is 0.3 % of
+# the 0.6B weights, so it stays float.
+FLOAT_LAYERS = ("talker.codec_head",)
+# Fewest bits per kind of layer, whatever `bits` asks. Peers found 4-bit talkers audibly worse,
+# and on random 0.6B weights 4-bit talker attention alone takes the first-step logits' cosine to
+# 0.93, 4-bit MLPs to 0.97 (bench/quantization_agreement.py). The text embedding is the one big
+# block that tolerates 4 bits (0.993); so `bits` sets it, and floors keep the stacks usable.
+MIN_BITS = (
+    # Rows used as they are (codec embeddings, predictor heads), the projections between widths,
+    # and attention, whose errors move every later position's softmax.
+    (re.compile(r"codec_embedding|lm_head|_projection|self_attn\."), 8),
+    (re.compile(r"\.mlp\."), 6),
+)
+
+
+def quant_predicate(path: str, module: nn.Module, group_size: int, bits: int) -> bool | dict[str, Any]:
+    """Whether and how one layer is quantized: the whole rule, in one place.
+
+    * Only Linear and Embedding layers of the talker and the code predictor: the speaker encoder
+      (convolutions, run in float32), the norms and the codec (another folder) stay float.
+    * A layer whose input width is not a multiple of `group_size` stays float: the kernels pack
+      whole groups (mlx-lm skips these too). So does `talker.codec_head` (`FLOAT_LAYERS`).
+    * Codec embeddings, predictor heads, the text and predictor-input projections and attention
+      get at least 8 bits, the MLPs at least 6 (`MIN_BITS`); the text embedding, a third of the
+      0.6B model, gets `bits`. So 8 bits is 8 everywhere, and 4 bits is 4 where it is harmless.
+
+    Returns:
+        False (keep float), True (quantize at `bits`, `group_size`) or the parameters to use.
+    """
+    if path.startswith("speaker_encoder") or not hasattr(module, "to_quantized"):
+        return False
+    if module.weight.shape[-1] % group_size or path in FLOAT_LAYERS:
+        return False
+    floor = next((b for pattern, b in MIN_BITS if pattern.search(path)), 0)
+    if floor > bits:
+        return {"group_size": group_size, "bits": floor, "mode": "affine"}
+    return True
+
+
+def _dtype_name(dtype: mx.Dtype) -> str:
+    return next(name for name, d in DTYPES.items() if d == dtype)
+
+
+def quantize_model(model: nn.Module, group_size: int, bits: int) -> dict[str, Any]:
+    """Quantize `model` in place by `quant_predicate`; returns the config's `quantization` block.
+
+    The block holds the defaults, the dtypes of the scales and of the activations, and one entry
+    per quantized layer with its group size and bits (mlx-lm's per-layer format).
+    """
+    settings = {"group_size": group_size, "bits": bits, "mode": "affine"}
+    layers: dict[str, dict[str, Any]] = {}
+
+    def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+        result = quant_predicate(path, module, group_size, bits)
+        if result:
+            layers[path] = result if isinstance(result, dict) else dict(settings)
+        return result
+
+    nn.quantize(model, group_size, bits, class_predicate=predicate)
+    if not layers:
+        raise ValueError(
+            f"No layer of this checkpoint is a multiple of group size {group_size} wide; "
+            f"choose a smaller q_group_size ({', '.join(map(str, Q_GROUP_SIZES))})."
+        )
+    scales = next(m.scales for _, m in model.named_modules() if "scales" in m)
+    return {
+        **settings,
+        "scale_dtype": _dtype_name(scales.dtype),
+        "activation_dtype": ACTIVATION_DTYPE,
+        **dict(sorted(layers.items())),
+    }
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_options(dtype: str | None, quantize: bool, q_bits: int | None, q_group_size: int | None):
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+    if not quantize and (q_bits is not None or q_group_size is not None):
+        raise ValueError("q_bits and q_group_size only apply with quantize=True (-q/--quantize).")
+    if q_bits is not None and q_bits not in Q_BITS:
+        raise ValueError(f"q_bits {q_bits!r} is not supported; choose one of {Q_BITS}.")
+    if q_group_size is not None and q_group_size not in Q_GROUP_SIZES:
+        raise ValueError(f"q_group_size {q_group_size!r} is not supported; choose one of {Q_GROUP_SIZES}.")
+
+
+def _check_target(target: Path, force: bool) -> None:
+    if not target.exists():
+        return
+    if not force:
+        raise ValueError(
+            f"Cannot save to {target}: it already exists. Delete it, choose another --mlx-path, "
+            "or pass --force to replace it."
+        )
+    if not target.is_dir():
+        raise ValueError(f"Cannot replace {target}: it is a file, not a converted folder.")
+
+
+def _check_source(source: Path, target: Path, config: dict[str, Any]) -> None:
+    src, dst = source.resolve(), target.resolve()
+    if src == dst or src.is_relative_to(dst):
+        raise ValueError(f"--mlx-path {target} would overwrite the checkpoint being converted ({source}).")
+    version = format_version(config)
+    if version is not None:
+        made_from = config[FORMAT_KEY].get("source", "the original checkpoint")
+        raise ValueError(
+            f"{source} is already converted by mlx_qwen3_tts (format {version}); load it as it is "
+            f"with mlx_qwen3_tts.load, or convert {made_from} again for another dtype or bits."
+        )
+    if "quantization" in config or "quantization_config" in config:
+        raise ValueError(
+            f"{source} is already quantized (an mlx-audio or mlx-lm folder); quantizing it again "
+            "would round twice. Load it as it is with mlx_qwen3_tts.load, or convert the original "
+            "checkpoint."
+        )
+    if not (source / "speech_tokenizer" / "config.json").is_file():
+        raise ModelLoadError(
+            f"{source} lacks speech_tokenizer/config.json; every Qwen3-TTS checkpoint ships its "
+            "12 Hz speech tokenizer in that subfolder."
+        )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A temporary folder next to `target` that replaces it only once everything is written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()  # not mkdtemp: its 0700 mode would outlive the rename
+    done = False
+    try:
+        yield tmp
+        if target.exists():  # --force: keep the old folder until the new one is in place
+            old = tmp.with_suffix(".old")
+            target.rename(old)
+            try:
+                tmp.rename(target)
+            except OSError:
+                old.rename(target)
+                raise
+            shutil.rmtree(old)
+        else:
+            tmp.rename(target)
+        done = True
+    finally:
+        if not done:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_support_files(source: Path, dest: Path, skip: tuple[str, ...] = ()) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for pattern in SUPPORT_FILES:
+        for file in sorted(source.glob(pattern)):
+            if file.name not in skip:
+                shutil.copy(file, dest / file.name)
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    path.write_text(json.dumps(dict(sorted(obj.items())), indent=2, ensure_ascii=False) + "\n")
+
+
+def _save_speech_tokenizer(source: Path, dest: Path) -> None:
+    """Sanitized codec weights in float32, as the codec runs (its convolutions channels-last)."""
+    codec = load_speech_tokenizer(source)
+    _copy_support_files(source, dest)
+    weights = dict(tree_flatten(codec.parameters()))
+    mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata={"format": "mlx"})
+
+
+# What the model card's example asks of each kind of checkpoint.
+CARD_EXAMPLES = {
+    "custom_voice": 'tts.generate("Hello!", speaker="vivian")',
+    "voice_design": 'tts.generate("Hello!", instruct="A warm, calm female voice.")',
+    "base": 'tts.generate("Hello!", ref_audio="me.wav", ref_text="What I say in me.wav.")',
+}
+MODEL_CARD = """---
+library_name: mlx
+pipeline_tag: text-to-speech
+tags: [mlx, mlx-qwen3-tts, qwen3-tts, text-to-speech]{base_model}
+---
+
+# {title}
+
+{origin} converted to MLX with mlx-qwen3-tts {version}: {what}.
+
+```python
+import mlx_qwen3_tts as qt
+
+tts = qt.load("{path}")
+result = {example}
+```
+"""
+
+
+def _model_card(hf_path: str, is_repo: bool, config: dict[str, Any], title: str, repo: str | None) -> str:
+    quant = config.get("quantization")
+    what = (f"quantized with {quant['bits']} bits, group size {quant['group_size']} (per-layer bits in "
+            "config.json)" if quant else config[FORMAT_KEY]["dtype"])
+    return MODEL_CARD.format(
+        base_model=f"\nbase_model: {hf_path}" if is_repo else "",
+        title=repo or title,
+        origin=f"[{hf_path}](https://huggingface.co/{hf_path})" if is_repo else f"`{Path(hf_path).name}`",
+        version=__version__,
+        what=what,
+        path=repo or "path/to/this/folder",
+        example=CARD_EXAMPLES[config["tts_model_type"]],
+    )
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of all files under `path`."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# --------------------------------------------------------------------------- convert
+
+
+def convert(
+    hf_path: str,
+    mlx_path: str | Path = "mlx_model",
+    dtype: str | None = None,
+    quantize: bool = False,
+    q_bits: int | None = None,
+    q_group_size: int | None = None,
+    upload_repo: str | None = None,
+    force: bool = False,
+    verbose: bool = False,
+) -> Path:
+    """Convert an original Qwen3-TTS checkpoint to an MLX folder, optionally quantized.
+
+    Args:
+        hf_path (str): Checkpoint folder or Hugging Face repo id, e.g.
+            ``"Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"``.
+        mlx_path (str | Path): Output folder. Default: ``"mlx_model"``.
+        dtype (str, optional): ``"float32"``, ``"float16"`` or ``"bfloat16"`` for the talker's
+            float tensors, and the scales of quantized layers. Default: as stored (bfloat16).
+            The speaker encoder and the codec are written in float32, the dtype they run in.
+        quantize (bool): Quantize by `quant_predicate`. Default: ``False``.
+        q_bits (int, optional): 4, 6 or 8. Default: ``8``.
+        q_group_size (int, optional): 32, 64 or 128. Default: ``64``.
+        upload_repo (str, optional): Hugging Face repo to upload the folder to.
+        force (bool): Replace an existing `mlx_path`. Default: ``False``.
+        verbose (bool): Print ``[INFO]`` progress lines. Default: ``False``.
+
+    Returns:
+        Path: the output folder.
+
+    Raises:
+        ValueError: a bad option, an existing output without `force`, or a source that is
+            already converted or quantized.
+        ModelLoadError: the source is missing, incomplete or not a Qwen3-TTS checkpoint.
+    """
+    log = print if verbose else lambda *_: None
+    _check_options(dtype, quantize, q_bits, q_group_size)
+    target = Path(mlx_path).expanduser()
+    _check_target(target, force)
+    source = resolve_path(hf_path)
+    config = read_json(source / "config.json")
+    _check_source(source, target, config)
+
+    is_repo = not Path(hf_path).expanduser().exists()
+
+    log(f"[INFO] Loading {source}")
+    model = load_model(source, dtype, lazy=True)
+    stored = model.talker.model.norm.weight.dtype
+    config[FORMAT_KEY] = {"format_version": FORMAT_VERSION, "library_version": __version__,
+                          "source": str(hf_path) if is_repo else source.name,
+                          "dtype": _dtype_name(stored)}
+    if quantize:
+        bits, group_size = q_bits or DEFAULT_Q_BITS, q_group_size or DEFAULT_Q_GROUP_SIZE
+        log(f"[INFO] Quantizing to {bits} bits, group size {group_size}")
+        config["quantization"] = quantize_model(model, group_size, bits)
+        config["quantization_config"] = config["quantization"]  # what the Hub reads (mlx-lm)
+
+    bpw = compute_bits_per_weight(model.talker)
+    with _staged(target) as tmp:
+        log("[INFO] Saving the talker" + (" and speaker encoder" if "speaker_encoder" in model else ""))
+        save_model(tmp, model, donate_model=True)
+        log("[INFO] Saving the speech tokenizer")
+        _save_speech_tokenizer(source / "speech_tokenizer", tmp / "speech_tokenizer")
+        _copy_support_files(source, tmp, skip=SKIPPED_FILES)
+        _write_json(tmp / "config.json", config)
+        (tmp / "README.md").write_text(_model_card(str(hf_path), is_repo, config, target.name, upload_repo))
+    log(f"[INFO] Wrote {target}: {folder_size(target) / 1e9:.3f} GB, talker {bpw:.2f} bits per weight")
+
+    if upload_repo is not None:
+        upload_to_hub(target, upload_repo)
+        log(f"[INFO] Uploaded to https://huggingface.co/{upload_repo}")
+    return target
+
+
+def upload_to_hub(path: Path, upload_repo: str) -> None:
+    """Create `upload_repo` on the Hugging Face Hub if needed and upload the folder to it."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id=upload_repo, exist_ok=True)
+        api.upload_folder(folder_path=str(path), repo_id=upload_repo, repo_type="model")
+    except HfHubHTTPError as e:
+        raise ValueError(
+            f"Upload to {upload_repo} failed ({e}); the converted folder is kept at {path}. "
+            "Check `huggingface-cli login` and the repo name, then upload that folder."
+        ) from e
+
+
+def configure_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Convert a Qwen3-TTS checkpoint to an MLX folder, optionally quantized."
+    )
+    parser.add_argument("--hf-path", "--model", type=str, required=True,
+                        help="Checkpoint folder or Hugging Face repo id.")
+    parser.add_argument("--mlx-path", type=str, default="mlx_model", help="Output folder.")
+    parser.add_argument("--dtype", type=str, choices=list(DTYPES), default=None,
+                        help="dtype of the talker's float tensors and scales (default: as stored).")
+    parser.add_argument("-q", "--quantize", action="store_true", help="Quantize the talker.")
+    parser.add_argument("--q-bits", type=int, choices=Q_BITS, default=None,
+                        help=f"Bits to quantize to (default: {DEFAULT_Q_BITS}); attention, heads and "
+                        "embeddings other than the text's keep at least 8, MLPs at least 6.")
+    parser.add_argument("--q-group-size", type=int, choices=Q_GROUP_SIZES, default=None,
+                        help=f"Quantization group size (default: {DEFAULT_Q_GROUP_SIZE}).")
+    parser.add_argument("--upload-repo", type=str, default=None,
+                        help="Hugging Face repo to upload the converted folder to.")
+    parser.add_argument("--force", action="store_true", help="Replace an existing --mlx-path.")
+    return parser
+
+
+def main() -> None:
+    args = configure_parser().parse_args()
+    convert(**vars(args), verbose=True)
+
+
+if __name__ == "__main__":
+    main()
