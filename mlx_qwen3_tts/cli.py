@@ -129,24 +129,11 @@ class _Log:
 # --------------------------------------------------------------------------- arguments
 
 
-def _gpu_available() -> bool:
-    # mlx has mx.metal on every platform, and mx.cuda only in recent versions.
-    for backend in ("metal", "cuda"):
-        is_available = getattr(getattr(mx, backend, None), "is_available", None)
-        if is_available is not None and is_available():
-            return True
-    return False
-
-
-def _set_device(name: str | None) -> None:
-    if name == "gpu":
-        if not _gpu_available():
-            raise UsageError(
-                "--device gpu: this MLX build has no GPU backend (Metal or CUDA); use --device cpu."
-            )
-        mx.set_default_device(mx.gpu)
-    elif name == "cpu":
-        mx.set_default_device(mx.cpu)
+def _check_device(name: str | None) -> None:
+    if name == "gpu" and not mx.is_available(mx.gpu):
+        raise UsageError(
+            "--device gpu: this MLX build has no GPU backend (Metal or CUDA); use --device cpu."
+        )
 
 
 def _check_file(flag: str, path: str | None) -> None:
@@ -451,15 +438,15 @@ def run(args: argparse.Namespace) -> None:
     listing = args.list_speakers or args.list_languages
     if not listing:
         _check_args(args)
-    _set_device(args.device)
+    _check_device(args.device)
     text = "" if listing else _read_text(args)
     if not listing and not text.strip() and args.save_voice is None:
         raise UsageError("nothing to say: pass --text, --text-file, or pipe text on standard input.")
     start = time.perf_counter()
     log.info(f"Loading {args.model}")
-    tts = load(args.model, dtype=args.dtype)
+    tts = load(args.model, dtype=args.dtype, device=args.device)
     seconds = time.perf_counter() - start
-    log.info(f"Loaded a {tts.model_type} checkpoint in {seconds:.1f} s on {mx.default_device()}")
+    log.info(f"Loaded a {tts.model_type} checkpoint in {seconds:.1f} s on {tts.device}")
     if listing:
         _list(tts, args, log)
         return

@@ -195,7 +195,27 @@ def load_model(folder: Path, dtype: str | mx.Dtype | None = None, lazy: bool = F
     return model
 
 
-def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None):
+def parse_device(device: str | mx.Device | None) -> mx.Device:
+    """`"cpu"`, `"gpu"`, an `mx.Device` or None (MLX's default: the GPU on Apple silicon)."""
+    if device is None:
+        return mx.default_device()
+    if isinstance(device, str):
+        if device not in ("cpu", "gpu"):
+            raise ModelLoadError(f"device {device!r} is not 'cpu' or 'gpu'.")
+        device = mx.gpu if device == "gpu" else mx.cpu
+    if not mx.is_available(device):
+        raise ModelLoadError(
+            f"device {device} is not available in this MLX build (no Metal or CUDA backend); "
+            "use device='cpu'."
+        )
+    return device
+
+
+def load(
+    path_or_repo: str | Path,
+    dtype: str | mx.Dtype | None = None,
+    device: str | mx.Device | None = None,
+):
     """Load a Qwen3-TTS 12 Hz checkpoint from a local folder or a Hugging Face repo id.
 
     Args:
@@ -206,18 +226,26 @@ def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None):
             Default: as stored (bfloat16 in the released files; float32 activations for folders
             quantized by ``mlx_qwen3_tts.convert``). The codec and the speaker encoder run in
             float32.
+        device (str, optional): ``"gpu"`` or ``"cpu"``: where the model's arrays are computed.
+            Default: MLX's default device (the GPU on Apple silicon).
 
     Returns:
         Qwen3TTS: the loaded model.
 
     Raises:
-        ModelLoadError: the folder or repo is missing, incomplete, corrupt or not Qwen3-TTS.
+        ModelLoadError: the folder or repo is missing, incomplete, corrupt or not Qwen3-TTS,
+            or the device is not available.
     """
+    device = parse_device(device)
+    with mx.stream(device):
+        return _load(resolve_path(path_or_repo), dtype, device)
+
+
+def _load(folder: Path, dtype: str | mx.Dtype | None, device: mx.Device):
     from .speech_tokenizer import SpeechTokenizer
     from .text_tokenizer import TextTokenizer
     from .tts import Qwen3TTS
 
-    folder = resolve_path(path_or_repo)
     model = load_model(folder, dtype)
     speech_folder = folder / "speech_tokenizer"
     if not (speech_folder / "config.json").is_file():
@@ -231,4 +259,5 @@ def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None):
         speech_tokenizer=SpeechTokenizer.from_pretrained(speech_folder),
         generation_defaults=read_json(folder / "generation_config.json", required=False) or {},
         path=folder,
+        device=device,
     )

@@ -12,6 +12,7 @@ import sys
 import types
 from pathlib import Path
 
+import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -284,7 +285,7 @@ def test_usage_errors_exit_2_before_loading(argv, message, tmp_path, capsys, mon
 
 
 def test_gpu_that_is_not_there_exits_2(tmp_path, capsys):
-    if cli._gpu_available():
+    if mx.is_available(mx.gpu):
         pytest.skip("this machine has a GPU backend")
     code, err = main_in_process(["--model", str(tmp_path), "--text", "hi", "--device", "gpu"], capsys)
     assert code == 2 and "no GPU backend" in err

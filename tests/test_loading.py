@@ -222,3 +222,14 @@ def test_conv_layout_by_shape_and_ambiguity():
         conv_weight_to_mlx("c", mx.zeros((2, 3, 3)), (2, 3, 3))
     with pytest.raises(ModelLoadError, match="does not match"):
         conv_weight_to_mlx("c", mx.zeros((2, 3, 4)), (2, 5, 3))
+
+
+def test_device_choice(checkpoint):
+    tts = qt.load(checkpoint(), device="cpu")
+    assert tts.device == mx.cpu
+    assert tts.generate("hello there.", speaker="vivian", max_frames=2, seed=0).frames == 2
+    with pytest.raises(ModelLoadError, match="not 'cpu' or 'gpu'"):
+        qt.load(checkpoint(), device="tpu")
+    if not mx.is_available(mx.gpu):
+        with pytest.raises(ModelLoadError, match="not available in this MLX build"):
+            qt.load(checkpoint(), device="gpu")
