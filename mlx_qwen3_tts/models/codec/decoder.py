@@ -6,8 +6,9 @@ a stream, and the pieces concatenate to the single-pass audio. Two whole-utteran
 * `chunked_decode` is the reference's `chunked_decode` (300-frame chunks, 25 frames of left
   context, positions restarting per chunk, dossier §2.6.3). Past 300 frames it differs from a
   single pass, because the 25-frame context is shorter than the transformer's window (§6.11).
-* `streamed_decode` is the single pass with the sliding window applied, computed 300 frames at a
-  time through the streaming state, so memory stays bounded for any length.
+* `streamed_decode` is the single pass with the sliding window applied, computed 75 frames at a
+  time through the streaming state, so memory stays bounded for any length (the last stage's
+  activations of a 300-frame piece took ~2.3 GB at full size).
 """
 
 import math
@@ -31,6 +32,7 @@ from .quantizer import SplitResidualVectorQuantizer
 from .transformer import DecoderTransformer
 
 REFERENCE_CHUNK_SIZE = 300
+EXACT_CHUNK_SIZE = 75  # any size gives the same audio; this bounds peak memory
 REFERENCE_LEFT_CONTEXT = 25
 
 
@@ -174,7 +176,7 @@ class Decoder(nn.Module):
             start = end
         return mx.concatenate(wavs, axis=1) if wavs else mx.zeros((codes.shape[0], 0))
 
-    def streamed_decode(self, codes: mx.array, chunk_size: int = REFERENCE_CHUNK_SIZE) -> mx.array:
+    def streamed_decode(self, codes: mx.array, chunk_size: int = EXACT_CHUNK_SIZE) -> mx.array:
         """The single-pass decode of all frames, computed `chunk_size` frames at a time."""
         state, wavs = self.make_state(), []
         for start in range(0, codes.shape[1], chunk_size):

@@ -8,6 +8,8 @@ folded once by `SpeechTokenizerModel.sanitize`.
 import mlx.core as mx
 import mlx.nn as nn
 
+from .layers import apply_conv
+
 
 class EuclideanCodebook(nn.Module):
     def __init__(self, codebook_size: int, dim: int):
@@ -61,7 +63,7 @@ class DecoderRVQ(nn.Module):
         self.output_proj = nn.Conv1d(dim, output_dim, 1, bias=False)
 
     def decode(self, codes: mx.array) -> mx.array:
-        return self.output_proj(self.vq.decode(codes))
+        return apply_conv(self.output_proj, self.vq.decode(codes))
 
 
 class SplitResidualVectorQuantizer(nn.Module):
@@ -89,7 +91,7 @@ class EncoderRVQ(nn.Module):
 
     def encode(self, x: mx.array) -> mx.array:
         """`[B, T, hidden]` -> codes `[B, T, n]`."""
-        residual = self.input_proj(x) if "input_proj" in self else x
+        residual = apply_conv(self.input_proj, x) if "input_proj" in self else x
         codes = []
         for layer in self.layers:
             c = layer.codebook.encode(residual)

@@ -1,0 +1,172 @@
+"""The codec's matmul convolutions equal MLX's own and the NumPy reference, on every backend.
+
+`conv1d` / `conv_transpose1d` are forced to each formulation (`impl=`), so the matmul paths the CPU
+uses are checked on a GPU machine too, against `mx.conv1d` / `mx.conv_transpose1d` on either.
+"""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_qwen3_tts.models.codec import layers
+from mlx_qwen3_tts.models.codec.layers import conv1d, conv_impl, conv_transpose1d, set_conv_impl
+from mlx_qwen3_tts.numpy_ref import codec as ref
+from mlx_qwen3_tts.speech_tokenizer import SpeechTokenizer
+from mlx_qwen3_tts.testing import write_speech_tokenizer
+
+MATMUL_IMPLS = ["taps", "im2col", "matmul"]
+
+CONVS = [  # (batch, length, C_in, C_out, kernel, stride, dilation, groups)
+    (1, 23, 16, 32, 3, 1, 1, 1),
+    (2, 31, 24, 24, 7, 1, 3, 1),  # dilated residual unit
+    (2, 61, 12, 20, 7, 1, 9, 1),  # receptive field (55) nearly the whole input
+    (1, 17, 8, 1, 7, 1, 1, 1),  # the decoder's last conv: one output channel
+    (2, 19, 32, 32, 1, 1, 1, 1),  # 1x1
+    (2, 29, 32, 32, 7, 1, 1, 32),  # depthwise (ConvNeXt)
+    (1, 21, 12, 18, 3, 1, 2, 3),  # grouped, neither 1 nor depthwise
+    (2, 45, 4, 8, 8, 4, 1, 1),  # SEANet downsampling, stride 4, length not a multiple
+    (1, 37, 6, 12, 10, 5, 1, 1),
+    (2, 40, 16, 16, 4, 2, 1, 1),  # Mimi's downsample conv
+    (1, 24, 1, 8, 7, 1, 1, 1),  # mono input
+    (1, 9, 8, 8, 3, 2, 2, 1),  # stride and dilation together
+]
+
+TRANSPOSED = [  # (batch, length, C_in, C_out, kernel, stride)
+    (1, 11, 16, 8, 16, 8),
+    (2, 13, 12, 6, 10, 5),
+    (2, 7, 8, 4, 6, 3),
+    (1, 12, 16, 16, 2, 2),  # kernel == stride: no overlap
+    (2, 9, 6, 5, 7, 3),  # kernel not a multiple of the stride
+    (1, 1, 8, 4, 8, 4),  # one frame
+    (1, 5, 4, 3, 3, 1),  # stride 1
+]
+
+
+def random(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, rtol: float = 1e-5):
+    assert got.shape == want.shape
+    err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
+    assert err <= rtol, f"max-abs error {err:.2e} of the peak"
+
+
+@pytest.fixture
+def restore_impl():
+    previous = set_conv_impl("auto")
+    yield
+    set_conv_impl(previous)
+
+
+@pytest.mark.parametrize("impl", MATMUL_IMPLS)
+@pytest.mark.parametrize("B,L,c_in,c_out,k,stride,dilation,groups", CONVS)
+def test_conv1d_equals_mlx(impl, B, L, c_in, c_out, k, stride, dilation, groups):
+    x = mx.array(random((B, L, c_in), 0))
+    w = mx.array(random((c_out, k, c_in // groups), 1))
+    got = conv1d(x, w, stride, dilation, groups, impl=impl)
+    assert_close(np.array(got), np.array(mx.conv1d(x, w, stride=stride, dilation=dilation, groups=groups)))
+
+
+@pytest.mark.parametrize("impl", MATMUL_IMPLS)
+@pytest.mark.parametrize("B,L,c_in,c_out,k,stride,dilation,groups", CONVS)
+def test_causally_padded_conv1d_equals_numpy(impl, B, L, c_in, c_out, k, stride, dilation, groups):
+    x = random((B, L, c_in), 2)
+    w = random((c_out, k, c_in // groups), 3)
+    pad = [(0, 0), ((k - 1) * dilation + 1 - stride, -L % stride), (0, 0)]
+    got = np.array(conv1d(mx.pad(mx.array(x), pad), mx.array(w), stride, dilation, groups, impl=impl))
+    want = [ref.causal_conv1d(x[b].astype(np.float64), w.transpose(0, 2, 1).astype(np.float64),
+                              stride=stride, dilation=dilation, groups=groups) for b in range(B)]
+    assert_close(got, np.stack(want))
+
+
+@pytest.mark.parametrize("impl", ["taps", "matmul"])
+@pytest.mark.parametrize("B,L,c_in,c_out,k,stride", TRANSPOSED)
+def test_conv_transpose1d_equals_mlx_and_numpy(impl, B, L, c_in, c_out, k, stride):
+    x = random((B, L, c_in), 4)
+    w = random((c_out, k, c_in), 5)
+    got = np.array(conv_transpose1d(mx.array(x), mx.array(w), stride, impl=impl))
+    assert got.shape == (B, (L - 1) * stride + k, c_out)
+    assert_close(got, np.array(mx.conv_transpose1d(mx.array(x), mx.array(w), stride=stride)))
+    # The reference is the causal (trimmed) transposed conv, `[in, out, k]` layout, bias 0.
+    w_torch = w.transpose(2, 0, 1).astype(np.float64)
+    want = [ref.causal_conv_transpose1d(x[b].astype(np.float64), w_torch, np.zeros(c_out), stride)
+            for b in range(B)]
+    assert_close(got[:, : L * stride], np.stack(want))
+
+
+@pytest.mark.parametrize("impl", MATMUL_IMPLS)
+def test_an_input_shorter_than_the_kernel_gives_an_empty_output(impl):
+    y = conv1d(mx.zeros((1, 6, 4)), mx.zeros((8, 7, 4)), impl=impl)
+    assert y.shape == (1, 0, 8)
+
+
+def test_matmul_builds_im2col_patches_only_while_small(monkeypatch):
+    calls = []
+    monkeypatch.setattr(layers, "_im2col", lambda taps, w: calls.append("im2col") or layers._tap_sum(taps, w))
+    x, w = mx.zeros((1, 40, 8)), mx.zeros((4, 3, 8))
+    monkeypatch.setattr(layers, "IM2COL_MAX_ELEMENTS", 3 * 38 * 8)
+    conv1d(x, w, impl="matmul")
+    monkeypatch.setattr(layers, "IM2COL_MAX_ELEMENTS", 3 * 38 * 8 - 1)
+    conv1d(x, w, impl="matmul")
+    assert calls == ["im2col"]
+
+
+def test_low_precision_keeps_its_dtype():
+    x = mx.array(random((2, 30, 16), 6)).astype(mx.bfloat16)
+    w = mx.array(random((16, 7, 16), 7) / 10).astype(mx.bfloat16)
+    got = conv1d(x, w, dilation=3, impl="matmul")
+    assert got.dtype == mx.bfloat16
+    want = conv1d(x.astype(mx.float32), w.astype(mx.float32), dilation=3, impl="native")
+    assert_close(np.array(got.astype(mx.float32)), np.array(want), rtol=3e-2)
+    assert conv_transpose1d(x, w, 3, impl="matmul").dtype == mx.bfloat16
+
+
+def test_auto_is_native_on_a_gpu_and_matmul_on_the_cpu(restore_impl):
+    with mx.stream(mx.cpu):
+        assert conv_impl() == "matmul"
+    assert conv_impl() == ("native" if mx.default_device().type == mx.DeviceType.gpu else "matmul")
+    assert set_conv_impl("taps") == "auto" and conv_impl() == "taps"
+    with pytest.raises(ValueError, match="conv impl"):
+        set_conv_impl("winograd")
+    with pytest.raises(ValueError, match="conv impl"):
+        conv1d(mx.zeros((1, 4, 2)), mx.zeros((2, 1, 2)), impl="fft")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return SpeechTokenizer.from_pretrained(
+        write_speech_tokenizer(tmp_path_factory.mktemp("codec_conv"), "tiny-0.6b", seed=0)
+    )
+
+
+@pytest.mark.parametrize("impl", MATMUL_IMPLS)
+def test_codec_decodes_and_encodes_alike_with_every_formulation(tokenizer, restore_impl, impl):
+    codes = np.random.default_rng(8).integers(0, 2048, (7, 16))
+    audio = 0.3 * np.sin(np.linspace(0, 400, 11 * 1920)).astype(np.float32)
+    encoder = tokenizer.model.encoder
+    set_conv_impl("native")
+    wav, emb = tokenizer.decode(codes), np.array(encoder.embed(mx.array(audio)[None]))
+    set_conv_impl(impl)
+    assert_close(tokenizer.decode(codes), wav, rtol=2e-5)
+    # The encoder's quantizer input: the codes themselves could flip on a near-tie.
+    assert_close(np.array(encoder.embed(mx.array(audio)[None])), emb, rtol=2e-5)
+
+
+def test_snake_beta_is_the_same_fused_and_unfused():
+    # The GPU runs the compiled SnakeBeta, the CPU the plain ops: both are the same function.
+    x = 3 * mx.array(random((2, 50, 8), 9))
+    alpha, beta = mx.array(random((8,), 10) / 3), mx.array(random((8,), 11) / 3)
+    fused = layers._snake_beta_fused(x, alpha, beta)
+    assert_close(np.array(fused), np.array(layers._snake_beta(x, alpha, beta)))
+
+
+def test_streaming_states_keep_copies_of_their_tails_not_their_inputs():
+    # A tail sliced as a view would keep the whole 16 MB input alive with it.
+    before = mx.get_active_memory()
+    conv_state, tail_state = layers.ConvState(6), layers.TailState(6)
+    x = mx.random.normal((1, 1_000_000, 4))
+    outputs = [conv_state.update(x), tail_state.overlap_add(x)]
+    mx.eval(outputs, conv_state.state, tail_state.state)
+    del x, outputs
+    assert mx.get_active_memory() - before < 2**20
