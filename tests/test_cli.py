@@ -125,6 +125,22 @@ def test_text_file_to_flac_with_speaker_and_language(cv, tmp_path):
     assert info.format == "FLAC" and info.samplerate == 24000 and info.frames == 5 * SAMPLES_PER_FRAME
 
 
+def test_five_thousand_characters_from_a_file(cv, tmp_path):
+    """A long text is split into pieces by the library, spoken and joined into one file."""
+    from mlx_qwen3_tts.text_split import split_text
+
+    text = " ".join(f"Line {i} of a long story, read from a file by the command line." for i in range(80))
+    assert len(text) >= 5000
+    (tmp_path / "long.txt").write_text(text, encoding="utf-8")
+    proc = run_cli("--model", cv, "--text-file", "long.txt", "--max-frames", 2, "--seed", 0,
+                   "--out", "long.wav", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    n = len(split_text(text))
+    info = sf.info(tmp_path / "long.wav")
+    # Two frames per piece, pieces overlapped by a 20 ms crossfade.
+    assert info.samplerate == 24000 and info.frames == n * 2 * SAMPLES_PER_FRAME - (n - 1) * 480
+
+
 def test_standard_input_to_ogg_quietly(cv, tmp_path):
     proc = run_cli("--model", cv, "--speaker", "serena", "--max-frames", 4, "--seed", 2, "--out", "d.ogg",
                    "--quiet", cwd=tmp_path, stdin=TEXT)
