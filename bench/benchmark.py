@@ -1,0 +1,766 @@
+"""Speed benchmark: mlx_qwen3_tts vs mlx-audio's Qwen3-TTS vs the official qwen-tts, same files.
+
+Writes (once, then reuses) random-weight full-size checkpoints in the released layout with the
+EOS row of the codec head zeroed, so every run makes exactly the frames asked for. Each system
+runs in its own virtualenv and process (`bench/runners/*.py`), one process per repetition, with
+the same thread count. A precision is a weight format plus an activation dtype:
+
+    bf16      bfloat16 weights, bfloat16 activations (the released files as they are)
+    fp32      the same file cast to float32 at load
+    q8-bf16   8-bit weights (each system's own converter), bfloat16 activations
+    q4-bf16   4-bit weights, bfloat16 activations
+    q8-fp32   8-bit weights, float32 activations (scales cast at load)
+    q4-fp32   4-bit weights, float32 activations
+
+On Linux, MLX's CPU wheel links a slow reference BLAS; with --blas openblas (the default when
+it is installed: `apt-get install -y libopenblas0-pthread`) the MLX runners start with
+LD_PRELOAD=<dpkg -L libopenblas0-pthread>/openblas-pthread/libblas.so.3. PyTorch uses its own
+MKL either way. Every runner reports the BLAS libraries mapped into it (/proc/self/maps).
+
+    python bench/benchmark.py --quick                     # 0.6b, fp32+bf16, 1 rep, 16 frames
+    python bench/benchmark.py --sizes 0.6b --precisions fp32,bf16,q8-fp32 --reps 3
+    python bench/benchmark.py --help
+
+See bench/README.md for what every column means.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RUNNERS = HERE / "runners"
+DEFAULT_CACHE = Path(os.environ.get("MLX_QWEN3_TTS_BENCH_DIR", "/tmp/mlx_qwen3_tts_bench"))
+FRAME_RATE = 12.5
+TEXT = ("The quick brown fox jumps over the lazy dog, then it runs far away into the quiet "
+        "green forest behind the old stone house.")
+SPEAKER, LANGUAGE = "vivian", "english"
+REF_TEXT = "This is a short recording of my own voice, made for the benchmark."
+LONG_SENTENCES = [
+    "The morning train left the station a little after seven, half empty and very quiet.",
+    "A woman in a green coat read the same page of her book three times without noticing.",
+    "Outside, the fields were still white with frost, and the river moved slowly under the ice.",
+    "Nobody spoke until the conductor came through, asking for tickets in a tired, friendly voice.",
+    "By nine the sun had climbed over the hills, and the whole valley seemed to wake at once.",
+]
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    bits: int | None  # None: float weights (the bf16 file)
+    activation: str  # "bfloat16" or "float32"
+
+    @property
+    def label(self) -> str:
+        act = "bf16" if self.activation == "bfloat16" else "fp32"
+        return act if self.bits is None else f"{self.bits}-bit/{act}"
+
+
+PRECISIONS = {p.name: p for p in [
+    Precision("bf16", None, "bfloat16"), Precision("fp32", None, "float32"),
+    Precision("q8-bf16", 8, "bfloat16"), Precision("q4-bf16", 4, "bfloat16"),
+    Precision("q8-fp32", 8, "float32"), Precision("q4-fp32", 4, "float32"),
+]}
+SYSTEMS = {
+    # name: (runner script, import check, default venv python)
+    "ours": ("ours.py", "import mlx_qwen3_tts", "/work/venv/bin/python"),
+    "mlx-audio": ("mlxaudio.py", "import mlx_audio.tts, mlx_audio.tts.models.qwen3_tts",
+                  "/work/mlxaudio-venv/bin/python"),
+    "official": ("official.py", "import importlib.util as u; assert u.find_spec('qwen_tts') and "
+                 "u.find_spec('torch')", "/work/refvenv/bin/python"),
+}
+MLX_SYSTEMS = ("ours", "mlx-audio")
+# Disk needed per folder (GB), checked before writing: checkpoint / converted quantized folder.
+CHECKPOINT_GB = {"0.6b": 2.5, "1.7b": 4.6}
+QUANTIZED_GB = {"0.6b": 1.8, "1.7b": 3.0}
+DISK_MARGIN_GB = 2.0
+
+
+def log(*args) -> None:
+    print("[INFO]", *args, flush=True)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def openblas_path() -> str | None:
+    """`openblas-pthread/libblas.so.3` of the Debian package libopenblas0-pthread, if installed."""
+    try:
+        out = subprocess.run(["dpkg", "-L", "libopenblas0-pthread"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    found = [line for line in out.splitlines() if line.endswith("openblas-pthread/libblas.so.3")]
+    default = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+    return found[0] if found else (default if Path(default).exists() else None)
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "nproc": os.cpu_count(),
+            "loadavg_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M")}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout
+        info["lscpu_head"] = lscpu.splitlines()[:10]
+        info["cpu"] = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
+                            if line.startswith("Model name")), "?")
+    except (OSError, subprocess.TimeoutExpired):
+        info["cpu"] = platform.processor()
+    try:
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["mem_gb"] = int(mem) * 1024 / 1e9
+    except (OSError, IndexError, ValueError):
+        pass
+    return info
+
+
+def read_bandwidth(threads: int, gib: float = 1.0, repeats: int = 5) -> dict:
+    """Streaming-read bandwidth: numpy `max` over a float32 array larger than any cache, best run.
+
+    `max` is a vectorised pure read; `sum` is not (its pairwise summation ran at about half
+    the speed of `max` and of a BLAS gemv here). With several threads each reads its own slice
+    (numpy releases the GIL in reductions).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    a = np.ones(int(gib * 2**30) // 4, dtype=np.float32)
+    parts = np.array_split(a, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(np.max, parts))
+            best = min(best, time.perf_counter() - start)
+    return {"gb_per_s": a.nbytes / best / 1e9, "threads": threads, "bytes": a.nbytes,
+            "method": f"numpy float32 max over {gib:g} GiB, {threads} thread(s), best of {repeats}"}
+
+
+def available(system: str, python: str) -> str | None:
+    """None if `python` can import the system, else why not."""
+    if not Path(python).exists():
+        return f"{python} not found"
+    check = SYSTEMS[system][1]
+    try:
+        r = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    except subprocess.TimeoutExpired:
+        return "import check timed out"
+    return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["import failed"])[-1]
+
+
+def free_gb(path: Path) -> float:
+    path.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(path).free / 1e9
+
+
+def need_disk(path: Path, gb: float, what: str) -> None:
+    free = free_gb(path)
+    if free < gb + DISK_MARGIN_GB:
+        raise SystemExit(f"Not enough disk for {what}: {free:.1f} GB free under {path}, need "
+                         f"{gb + DISK_MARGIN_GB:.1f} GB. Free space or pass --cache-dir elsewhere.")
+
+
+def run_cmd(cmd: list[str], log_path: Path, timeout: float, env: dict | None = None) -> tuple[int, float]:
+    """Run `cmd` in its own process group, output to `log_path`; kill the group on timeout.
+
+    Returns (exit code or -9 on timeout, seconds).
+    """
+    start = time.perf_counter()
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env=env or os.environ.copy(), start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = -9
+    return code, time.perf_counter() - start
+
+
+def base_env(threads: int) -> dict:
+    env = os.environ.copy()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[var] = str(threads)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+    env.pop("LD_PRELOAD", None)
+    return env
+
+
+# --------------------------------------------------------------------------- model files
+
+
+def checkpoint(cache: Path, size: str, variant: str, python: str, logs: Path) -> Path:
+    """The random full-size checkpoint (EOS row zeroed), written once under `cache`."""
+    path = cache / "checkpoints" / f"{size}-{variant}-seed0-eos0"
+    if (path / "speech_tokenizer" / "model.safetensors").is_file():
+        return path
+    need_disk(cache, CHECKPOINT_GB[size], f"the {size} {variant} checkpoint")
+    tmp = path.with_name(path.name + f".partial-{os.getpid()}")
+    log(f"writing a random {size} {variant} checkpoint to {path} (once; a minute or more)")
+    code = (
+        "from mlx_qwen3_tts.testing import write_checkpoint; import sys; "
+        "write_checkpoint(sys.argv[1], size=sys.argv[2], variant=sys.argv[3], seed=0, eos_scale=0.0)"
+    )
+    rc, _ = run_cmd([python, "-c", code, str(tmp), size, variant], logs / f"write-{size}-{variant}.log", 3600)
+    if rc != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(f"writing {path} failed; see {logs / f'write-{size}-{variant}.log'}")
+    tmp.rename(path)
+    return path
+
+
+def quantized(cache: Path, system: str, size: str, bits: int, source: Path, python: str,
+              logs: Path) -> tuple[Path | None, str | None]:
+    """A `bits`-bit folder made by `system`'s own converter from `source`: (path, None) or (None, why)."""
+    path = cache / system / f"{size}-custom_voice-q{bits}"
+    if (path / "config.json").is_file():
+        return path, None
+    need_disk(cache, QUANTIZED_GB[size], f"the {system} {bits}-bit {size} folder")
+    tmp = path.with_name(path.name + f".partial-{os.getpid()}")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    if system == "ours":
+        cmd = [python, str(ROOT / "convert.py"), "--hf-path", str(source), "--mlx-path", str(tmp),
+               "-q", "--q-bits", str(bits)]
+    else:  # mlx-audio; without --model-domain it asks the network what the model is
+        cmd = [python, "-m", "mlx_audio.convert", "--hf-path", str(source), "--mlx-path", str(tmp),
+               "--model-domain", "tts", "-q", "--q-bits", str(bits)]
+    log(f"converting {size} to {bits} bits with {system}'s converter -> {path}")
+    name = f"convert-{system}-{size}-q{bits}.log"
+    rc, _ = run_cmd(cmd, logs / name, 3600, base_env(2))
+    if rc != 0 or not (tmp / "config.json").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None, f"n/a ({system}'s converter failed, see {name})"
+    tmp.rename(path)
+    return path, None
+
+
+def model_for(system: str, size: str, precision: Precision, files: dict) -> tuple[Path | None, str | None]:
+    if precision.bits is None:
+        return files[("ckpt", size)], None
+    if system == "official":
+        return None, "n/a (qwen-tts has no quantized path)"
+    return files.get((system, size, precision.bits), (None, "n/a (not available)"))
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_one(system: str, spec: dict, args, tag: str, logs: Path, env: dict) -> dict:
+    """One runner process; returns its result (or an error record)."""
+    spec_path = logs / f"{tag}.spec.json"
+    out_path = logs / f"{tag}.result.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    out_path.unlink(missing_ok=True)
+    cmd = [args.python[system], str(RUNNERS / SYSTEMS[system][0]), "--spec", str(spec_path),
+           "--out", str(out_path)]
+    rc, wall = run_cmd(cmd, logs / f"{tag}.log", args.timeouts[system], env)
+    result = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    result.update(system=system, tag=tag, wall_s=wall, returncode=rc, requested_frames=spec.get("frames"))
+    if rc == -9:
+        result["error"] = f"timeout (> {args.timeouts[system]:.0f} s)"
+    elif rc != 0 and "error" not in result:
+        result["error"] = f"exit code {rc}, see {logs / (tag + '.log')}"
+    return result
+
+
+def speed_spec(system: str, size: str, precision: Precision, model: Path, args) -> dict:
+    frames = args.official_frames if system == "official" else args.frames
+    decode = {"official": frames, "mlx-audio": args.mlx_audio_decode_frames}.get(system, args.decode_frames)
+    return {"system": system, "mode": "speed", "size": size, "precision": precision.name,
+            "model": str(model), "dtype": precision.activation, "text": TEXT, "speaker": SPEAKER,
+            "language": LANGUAGE, "seed": 0, "greedy": args.greedy, "threads": args.threads,
+            "frames": frames, "warmup_frames": 2, "split_frames": min(args.split_frames, frames),
+            "decode_frames": decode, "ttfa": not args.no_ttfa, "first_chunk_frames": 2}
+
+
+def runner_env(system: str, args) -> dict:
+    env = base_env(args.threads)
+    if system in MLX_SYSTEMS and args.blas_path:
+        env["LD_PRELOAD"] = args.blas_path
+    return env
+
+
+def long_text(chars: int) -> str:
+    text, i = "", 0
+    while len(text) < chars:
+        text += ("" if not text else " ") + LONG_SENTENCES[i % len(LONG_SENTENCES)]
+        i += 1
+    return text[: chars - 1].rstrip(" ,.") + "."
+
+
+def run_speed(args, files: dict, logs: Path, results: list[dict], save) -> None:
+    """Every speed run, appended to `results`; `save()` after each keeps a partial record."""
+    dead = {}
+    for rep in range(args.reps):
+        for size in args.sizes:
+            for pname in args.precisions:
+                precision = PRECISIONS[pname]
+                for system in args.systems:
+                    key = (size, pname, system)
+                    model, why = model_for(system, size, precision, files)
+                    if model is None or key in dead:
+                        if rep == 0 and model is None:
+                            results.append({"system": system, "size": size, "precision": pname,
+                                            "rep": rep, "skipped": why})
+                        continue
+                    tag = f"{system}-{size}-{pname}-rep{rep}"
+                    spec = speed_spec(system, size, precision, model, args)
+                    r = run_one(system, spec, args, tag, logs, runner_env(system, args))
+                    r.update(size=size, precision=pname, rep=rep)
+                    results.append(r)
+                    save()
+                    status = r.get("error") or f"{fps(r):.3f} frames/s, {r['wall_s']:.0f} s"
+                    log(f"rep {rep + 1}/{args.reps} {size} {precision.label:<10} {system:<9} {status}")
+                    if r.get("error", "").startswith("timeout"):
+                        dead[key] = True  # later repetitions would time out too
+
+
+def run_extras(args, files: dict, logs: Path, results: list[dict], save) -> None:
+    """Ours only: voice-clone prefill with/without the cached voice prefix; long-text memory."""
+    env = runner_env("ours", args)
+    common = {"system": "ours", "dtype": args.extras_dtype, "speaker": SPEAKER, "language": LANGUAGE,
+              "seed": 0, "greedy": args.greedy, "threads": args.threads}
+    if ("base", "0.6b") in files:
+        spec = {**common, "mode": "clone_prefix", "model": str(files[("base", "0.6b")]), "text": TEXT,
+                "speaker": None, "ref_text": REF_TEXT, "ref_seconds": 5.0, "repeats": args.reps}
+        r = run_one("ours", spec, args, "ours-0.6b-clone-prefix", logs, env)
+        results.append(r)
+        save()
+        log("clone prefix:", r.get("error") or r["clone_prefix"])
+    for chars in args.long_text_chars:
+        spec = {**common, "mode": "long_text", "model": str(files[("ckpt", "0.6b")]),
+                "long_text": long_text(chars), "max_frames": args.long_text_frames}
+        r = run_one("ours", spec, args, f"ours-0.6b-long-{chars}", logs, env)
+        results.append(r)
+        save()
+        log(f"long text {chars} chars:", r.get("error") or r["long_text"])
+
+
+# --------------------------------------------------------------------------- summarising
+
+
+def fps(r: dict) -> float:
+    loop = r.get("loop") or {}
+    return loop["frames"] / loop["seconds"] if loop.get("seconds") else float("nan")
+
+
+def decode_rate(r: dict) -> float | None:
+    d = r.get("decode")
+    return d["seconds"] / d["audio_s"] if d and d.get("audio_s") else None
+
+
+def metrics(r: dict) -> dict[str, float]:
+    """Per-repetition numbers of one speed result (absent ones left out)."""
+    m = {"load_s": r.get("load_s"), "fps": fps(r) if r.get("loop") else None,
+         "decode_per_audio_s": decode_rate(r), "peak_mlx_gb": r.get("peak_mlx_gb"),
+         "peak_rss_gb": r.get("peak_rss_gb"), "ttfa_s": (r.get("ttfa") or {}).get("seconds")}
+    split = r.get("split") or {}
+    for k in ("prefill_s", "talker_ms", "code_predictor_ms", "other_ms"):
+        m[k] = split.get(k)
+    if m["fps"] and m["decode_per_audio_s"] is not None:
+        m["rtf"] = FRAME_RATE / m["fps"] + m["decode_per_audio_s"]
+    return {k: v for k, v in m.items() if v is not None}
+
+
+HIGHER_IS_BETTER = {"fps"}
+
+
+def summarise(results: list[dict], bandwidth: float) -> dict:
+    """{(size, precision, system): {"n", metric: {"median", "best"}, "roofline": ..., "errors"}}."""
+    groups: dict[tuple, dict] = {}
+    for r in results:
+        if r.get("mode", "speed") != "speed" or "size" not in r:
+            continue
+        g = groups.setdefault((r["size"], r["precision"], r["system"]), {"reps": [], "errors": []})
+        if r.get("skipped"):
+            g["skipped"] = r["skipped"]
+        elif r.get("error"):
+            g["errors"].append(r["error"])
+        else:
+            g["reps"].append(r)
+    summary = {}
+    for key, g in groups.items():
+        s = {"n": len(g["reps"]), "errors": g["errors"], "skipped": g.get("skipped")}
+        per_rep = [metrics(r) for r in g["reps"]]
+        for name in {k for m in per_rep for k in m}:
+            values = [m[name] for m in per_rep if name in m]
+            best = max(values) if name in HIGHER_IS_BETTER else min(values)
+            s[name] = {"median": statistics.median(values), "best": best, "values": values}
+        if g["reps"]:
+            first = g["reps"][0]
+            s["frames"] = first["loop"]["frames"]
+            s["short_runs"] = sum(r["loop"]["frames"] < r["requested_frames"] for r in g["reps"])
+            s["split_error"] = (first.get("split") or {}).get("error")
+            bpf = first.get("weights", {}).get("bytes_per_frame")
+            if bpf and "fps" in s:
+                roof = bandwidth * 1e9 / bpf
+                s["roofline"] = {"bytes_per_frame": bpf, "frames_per_s": roof,
+                                 "fraction": s["fps"]["median"] / roof}
+            s["blas"] = first.get("blas")
+            s["gemm_gflops_fp32"] = first.get("gemm_gflops_fp32")
+            s["versions"] = first.get("versions")
+        summary[key] = s
+    return summary
+
+
+def cell(s: dict, name: str, fmt: str = "{:.2f}") -> str:
+    v = s.get(name)
+    if not v:
+        return "–"
+    med, best = fmt.format(v["median"]), fmt.format(v["best"])
+    return med if s["n"] == 1 or med == best else f"{med} [{best}]"
+
+
+def speed_table(summary: dict, args) -> str:
+    head = ("| size | precision | system | load s | frames/s | prefill s | talker ms/step | "
+            "code pred. ms/frame | other ms/frame | decode s per audio s | RTF | TTFA s | "
+            "peak MLX GB | max RSS GB | weights MB/frame | roofline frames/s | % of roofline |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for size in args.sizes:
+        for pname in args.precisions:
+            for system in args.systems:
+                s = summary.get((size, pname, system))
+                if s is None:
+                    continue
+                label = PRECISIONS[pname].label
+                if s.get("skipped") or not s["n"]:
+                    why = s.get("skipped") or ("error: " + "; ".join(sorted(set(s["errors"])))[:120])
+                    lines.append(f"| {size} | {label} | {system} | {why} |" + " |" * 14)
+                    continue
+                roof = s.get("roofline") or {}
+                split = [cell(s, "prefill_s")] + [cell(s, k, "{:.0f}")
+                                                  for k in ("talker_ms", "code_predictor_ms", "other_ms")]
+                if s.get("split_error"):
+                    split = ["n/a"] * 4
+                lines.append("| " + " | ".join([
+                    size, label, system, cell(s, "load_s", "{:.1f}"), cell(s, "fps", "{:.3f}"), *split,
+                    cell(s, "decode_per_audio_s"), cell(s, "rtf", "{:.1f}"), cell(s, "ttfa_s"),
+                    cell(s, "peak_mlx_gb"), cell(s, "peak_rss_gb"),
+                    f"{roof['bytes_per_frame'] / 1e6:.0f}" if roof else "–",
+                    f"{roof['frames_per_s']:.2f}" if roof else "–",
+                    f"{100 * roof['fraction']:.0f} %" if roof else "–",
+                ]) + " |")
+    return "\n".join(lines)
+
+
+RATIO_METRICS = [
+    ("fps", "frames/s"), ("prefill_s", "prefill"), ("talker_ms", "talker ms"),
+    ("code_predictor_ms", "code pred. ms"), ("decode_per_audio_s", "decode s/audio s"), ("rtf", "RTF"),
+    ("ttfa_s", "TTFA"), ("load_s", "load s"), ("peak_rss_gb", "max RSS"),
+]
+
+
+def ratio_table(summary: dict, args) -> str:
+    others = [s for s in args.systems if s != "ours"]
+    if "ours" not in args.systems or not others:
+        return ""
+    head = "| size | precision | ours / | " + " | ".join(label for _, label in RATIO_METRICS) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for size in args.sizes:
+        for pname in args.precisions:
+            ours = summary.get((size, pname, "ours"))
+            for other in others:
+                theirs = summary.get((size, pname, other))
+                if not ours or not theirs or not ours["n"] or not theirs["n"]:
+                    continue
+                cells = []
+                for name, _ in RATIO_METRICS:
+                    a, b = ours.get(name), theirs.get(name)
+                    ok = a and b and b["median"] and not (
+                        name in ("prefill_s", "talker_ms", "code_predictor_ms")
+                        and (ours.get("split_error") or theirs.get("split_error")))
+                    cells.append(f"{a['median'] / b['median']:.2f}" if ok else "–")
+                lines.append(f"| {size} | {PRECISIONS[pname].label} | {other} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def extras_table(extras: list[dict]) -> str:
+    lines = []
+    for r in extras:
+        if r.get("error"):
+            lines.append(f"- {r['tag']}: {r['error']}")
+        elif "clone_prefix" in r:
+            c = r["clone_prefix"]
+            lines.append(
+                f"- voice-clone prefill to first frame (0.6B Base, ICL, {c['prefill_positions']} prompt "
+                f"positions of which {c['prefix_positions']} voice prefix, {c['ref_frames']} reference "
+                f"frames): fresh {c['cold_s']['median']:.2f} s [min {c['cold_s']['min']:.2f}], cached voice "
+                f"prefix {c['cached_s']['median']:.2f} s [min {c['cached_s']['min']:.2f}] "
+                f"(create_voice_prompt {r['create_voice_prompt_s']:.2f} s)")
+        elif "long_text" in r:
+            t = r["long_text"]
+            lines.append(
+                f"- long text {t['chars']} chars (0.6B, {t['pieces']} pieces, ≤{t['max_frames_per_piece']} "
+                f"frames each, {t['frames']} frames, {t['seconds']:.1f} s): peak MLX "
+                f"{t['peak_mlx_gb']:.2f} GB, max RSS {r['peak_rss_gb']:.2f} GB "
+                f"(after load {t['peak_rss_after_load_gb']:.2f} GB)")
+    return "\n".join(lines)
+
+
+def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dict]) -> str:
+    blas = []
+    for system in args.systems:
+        groups = [s for k, s in summary.items() if k[2] == system and s.get("blas")]
+        if groups:
+            gemm = sorted(s["gemm_gflops_fp32"] for s in groups if s.get("gemm_gflops_fp32"))
+            rate = f" (MLX float32 512x512 matmul: {gemm[0]:.0f}-{gemm[-1]:.0f} GFLOP/s)" if gemm else ""
+            blas.append(f"{system}: {groups[0]['blas']}{rate}")
+    versions = sorted({f"{k[2]}: {s['versions']}" for k, s in summary.items() if s.get("versions")})
+    out = [
+        f"## Qwen3-TTS speed, random full-size weights ({machine.get('started', '?')})",
+        "",
+        f"- machine: {machine.get('cpu')}, nproc {machine['nproc']}, "
+        f"{machine.get('mem_gb', 0):.0f} GB RAM, load average at start {machine['loadavg_start'][0]:.2f}, "
+        f"at end {machine.get('loadavg_end', os.getloadavg())[0]:.2f}",
+        f"- threads per system: {args.threads}; BLAS for MLX: "
+        f"{'OpenBLAS via LD_PRELOAD=' + args.blas_path if args.blas_path else 'bundled reference BLAS'}",
+        *[f"- BLAS seen by {b}" for b in blas],
+        *[f"- versions {v}" for v in versions],
+        f"- memory bandwidth (streaming read): {bandwidth['gb_per_s']:.1f} GB/s ({bandwidth['method']})",
+        f"- text: {len(TEXT)} chars, speaker {SPEAKER}, language {LANGUAGE}, "
+        f"{'greedy' if args.greedy else 'sampling with the checkpoint defaults, seed 0'}; frames "
+        f"{args.frames} (official {args.official_frames}), split over {args.split_frames} frames, "
+        f"decode {args.decode_frames} frames (mlx-audio {args.mlx_audio_decode_frames}, official: "
+        f"its loop's frames); {args.reps} repetition(s), one process each",
+        "- cells: median [best] over repetitions; frames/s = frames / (prompt + prefill + frame loop); "
+        "prefill and the per-frame split come from a second, synchronised loop; "
+        "RTF = 12.5 / frames/s + decode s per audio s; roofline = bandwidth / weight bytes per frame",
+        "",
+        speed_table(summary, args) if summary else "(no speed runs)",
+    ]
+    ratios = ratio_table(summary, args)
+    if ratios:
+        out += ["", "Ratios ours / other (same run, medians): above 1 is better for frames/s, below 1 "
+                    "is better for the rest.", "", ratios]
+    if extras:
+        out += ["", "Ours only:", "", extras_table(extras)]
+    short = [" ".join(k) for k, s in summary.items() if s.get("short_runs")]
+    if short:
+        out += ["", "Warning: fewer frames than asked (EOS won) in: " + ", ".join(short)]
+    errors = [(k, e) for k, s in summary.items() for e in s["errors"]]
+    if errors:
+        out += ["", "Errors:", *[f"- {' '.join(k)}: {e}" for k, e in errors]]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p.add_argument("--quick", action="store_true",
+                   help="0.6b, fp32+bf16, 1 repetition, 16 frames (4 split, 8 decode, 2 for mlx-audio), "
+                        "no extras unless --extras: a few minutes")
+    p.add_argument("--systems", default="ours,mlx-audio,official", help="comma list of %(default)s")
+    p.add_argument("--sizes", default="0.6b,1.7b", help="comma list of 0.6b, 1.7b")
+    p.add_argument("--precisions", default=",".join(PRECISIONS), help="comma list of %(default)s")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (one process each)")
+    p.add_argument("--frames", type=int, default=128, help="frames of the timed loop (ours, mlx-audio)")
+    p.add_argument("--official-frames", type=int, default=32,
+                   help="frames of the official model's timed call (~1 frame/s on CPU)")
+    p.add_argument("--split-frames", type=int, default=16,
+                   help="frames of the separately timed talker / code-predictor loop")
+    p.add_argument("--decode-frames", type=int, default=25, help="frames decoded for the codec timing")
+    p.add_argument("--mlx-audio-decode-frames", type=int, default=4,
+                   help="frames decoded by mlx-audio's codec (seconds per frame on CPU)")
+    p.add_argument("--no-ttfa", action="store_true", help="skip the streaming time-to-first-audio")
+    p.add_argument("--greedy", action="store_true", help="argmax instead of the default sampling")
+    p.add_argument("--threads", type=int, default=1, help="threads for every system (BLAS, OpenMP, torch)")
+    p.add_argument("--blas", choices=["auto", "openblas", "bundled"], default="auto",
+                   help="MLX's BLAS: preload OpenBLAS (auto: if libopenblas0-pthread is installed)")
+    p.add_argument("--timeout", default="1800",
+                   help="seconds per runner process: one number, or per system, e.g. "
+                        "'1800,official=900,mlx-audio=2400' (default %(default)s)")
+    p.add_argument("--extras", action="store_true", help="run the extras also with --quick")
+    p.add_argument("--no-extras", action="store_true", help="skip clone-prefix and long-text runs")
+    p.add_argument("--extras-only", action="store_true", help="run only the extras (ours)")
+    p.add_argument("--extras-dtype", default="float32", choices=["bfloat16", "float32"],
+                   help="activation dtype of the extras (default %(default)s: bf16 prefill is "
+                        "~5x slower on CPU)")
+    p.add_argument("--long-text-chars", default="500,5000", help="comma list of text lengths")
+    p.add_argument("--long-text-frames", type=int, default=4, help="max_frames per piece of long texts")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                   help="checkpoints, converted folders and results (default %(default)s, or "
+                        "$MLX_QWEN3_TTS_BENCH_DIR)")
+    p.add_argument("--report", type=Path, default=None, metavar="PATH",
+                   help="print the report of an earlier run's JSON file, or of an interrupted "
+                        "run's logs folder, and stop")
+    p.add_argument("--bandwidth", type=float, default=None, metavar="GB/s",
+                   help="memory bandwidth for the roofline instead of the measured one "
+                        "(also with --report)")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="write the checkpoints and quantized folders the other options need, then stop")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON file (default: <cache>/results/bench-<time>.json)")
+    for system, (_, _, python) in SYSTEMS.items():
+        p.add_argument(f"--{system}-python", default=python, help=f"python of the {system} venv")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.precisions, args.reps = "0.6b", "fp32,bf16", 1
+        args.frames = args.official_frames = 16
+        args.split_frames, args.decode_frames, args.mlx_audio_decode_frames = 4, 8, 2
+        args.no_extras = args.no_extras or not (args.extras or args.extras_only)
+        args.long_text_frames = 2
+    args.systems = [s for s in args.systems.split(",") if s]
+    args.sizes = [s for s in args.sizes.split(",") if s]
+    args.precisions = [s for s in args.precisions.split(",") if s]
+    args.long_text_chars = [int(c) for c in args.long_text_chars.split(",") if c]
+    for name, allowed in (("systems", SYSTEMS), ("sizes", CHECKPOINT_GB), ("precisions", PRECISIONS)):
+        bad = [v for v in getattr(args, name) if v not in allowed]
+        if bad:
+            p.error(f"--{name}: unknown {bad}; choose from {', '.join(allowed)}")
+    if args.extras_only and args.no_extras:
+        p.error("--extras-only and --no-extras exclude each other")
+    args.python = {s: getattr(args, f"{s.replace('-', '_')}_python") for s in SYSTEMS}
+    args.timeouts = parse_timeouts(p, args.timeout)
+    args.blas_path = None
+    if args.blas != "bundled":
+        args.blas_path = openblas_path()
+        if args.blas == "openblas" and not args.blas_path:
+            p.error("--blas openblas: libopenblas0-pthread is not installed "
+                    "(apt-get install -y libopenblas0-pthread)")
+    return args
+
+
+def parse_timeouts(parser, text: str) -> dict[str, float]:
+    timeouts, default = {}, 1800.0
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        name, _, value = item.rpartition("=")
+        if name and name not in SYSTEMS:
+            parser.error(f"--timeout: unknown system {name!r}")
+        try:
+            seconds = float(value)
+        except ValueError:
+            parser.error(f"--timeout: {item!r} is not SECONDS or SYSTEM=SECONDS")
+        if name:
+            timeouts[name] = seconds
+        else:
+            default = seconds
+    return {system: timeouts.get(system, default) for system in SYSTEMS}
+
+
+def prepare_files(args, logs: Path) -> dict:
+    files = {}
+    for size in [] if args.extras_only else args.sizes:
+        files[("ckpt", size)] = checkpoint(args.cache_dir, size, "custom_voice", args.python["ours"], logs)
+    for system in (s for s in MLX_SYSTEMS if s in args.systems and not args.extras_only):
+        for bits in sorted({PRECISIONS[p].bits for p in args.precisions} - {None}):
+            for size in args.sizes:
+                path, why = quantized(args.cache_dir, system, size, bits, files[("ckpt", size)],
+                                      args.python[system], logs)
+                files[(system, size, bits)] = (path, why)
+    if not args.no_extras and "ours" in args.systems:
+        ours = args.python["ours"]
+        files[("ckpt", "0.6b")] = checkpoint(args.cache_dir, "0.6b", "custom_voice", ours, logs)
+        files[("base", "0.6b")] = checkpoint(args.cache_dir, "0.6b", "base", ours, logs)
+    return files
+
+
+def from_logs(logs: Path) -> dict:
+    """A record rebuilt from a logs folder: `run.json` plus every runner's spec and result.
+
+    For a benchmark that was interrupted before it wrote its JSON file.
+    """
+    record = json.loads((logs / "run.json").read_text())
+    record["runs"], record["extras"] = [], []
+    for spec_path in sorted(logs.glob("*.spec.json"), key=lambda p: p.stat().st_mtime):
+        result_path = logs / spec_path.name.replace(".spec.json", ".result.json")
+        if not result_path.is_file():
+            continue
+        spec, result = json.loads(spec_path.read_text()), json.loads(result_path.read_text())
+        result.update(tag=spec_path.name.removesuffix(".spec.json"), requested_frames=spec.get("frames"))
+        if spec["mode"] == "speed":
+            rep = int(result["tag"].rsplit("-rep", 1)[1])
+            result.update(size=spec["size"], precision=spec["precision"], rep=rep)
+            record["runs"].append(result)
+        else:
+            record["extras"].append(result)
+    return record
+
+
+def rerender(path: Path, bandwidth: float | None = None) -> None:
+    """Print the report of a saved JSON file, or of an interrupted run's logs folder, again."""
+    record = from_logs(path) if path.is_dir() else json.loads(path.read_text())
+    if bandwidth:
+        record["bandwidth"] = {"gb_per_s": bandwidth, "method": f"given: --bandwidth {bandwidth:g}; "
+                               f"the run measured {record['bandwidth']['gb_per_s']:.1f} GB/s "
+                               f"({record['bandwidth']['method']})"}
+    args = argparse.Namespace(**record["args"])
+    summary = summarise(record["runs"], record["bandwidth"]["gb_per_s"])
+    print(report(args, record["machine"], record["bandwidth"], summary, record["extras"]))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.report:
+        return rerender(args.report, args.bandwidth)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logs = args.cache_dir / "results" / f"logs-{stamp}"
+    logs.mkdir(parents=True, exist_ok=True)
+    out = args.out or args.cache_dir / "results" / f"bench-{stamp}.json"
+    machine = machine_info()
+    log(f"machine: {machine.get('cpu')}, nproc {machine['nproc']}, load {machine['loadavg_start']}")
+    blas = f"LD_PRELOAD={args.blas_path}" if args.blas_path else "bundled reference BLAS"
+    log(f"BLAS for MLX runners: {blas}")
+    missing = {s: available(s, args.python[s]) for s in args.systems}
+    for system, why in missing.items():
+        if why:
+            log(f"{system}: not installed ({why}); skipped")
+    args.systems = [s for s in args.systems if not missing[s]]
+    if not args.systems:
+        raise SystemExit("No system to benchmark.")
+    bandwidth = read_bandwidth(args.threads)
+    if args.bandwidth:
+        bandwidth.update(measured_gb_per_s=bandwidth["gb_per_s"], gb_per_s=args.bandwidth,
+                         method=f"given: --bandwidth {args.bandwidth:g} (measured "
+                                f"{bandwidth['gb_per_s']:.1f} GB/s, {bandwidth['method']})")
+    log(f"streaming-read bandwidth: {bandwidth['gb_per_s']:.1f} GB/s ({bandwidth['method']})")
+    files = prepare_files(args, logs)
+    if args.prepare_only:
+        for key, value in files.items():
+            log(" ".join(map(str, key)), "->", value)
+        return
+    start = time.perf_counter()
+    record = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "machine": machine, "bandwidth": bandwidth, "complete": False, "runs": [], "extras": []}
+
+    def save() -> None:  # after every run, so an interrupted benchmark keeps what it measured
+        record["wall_s"] = time.perf_counter() - start
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1, default=str))
+
+    (logs / "run.json").write_text(json.dumps(record, indent=1, default=str))  # for --report <logs>
+    if not args.extras_only:
+        run_speed(args, files, logs, record["runs"], save)
+    if not args.no_extras and "ours" in args.systems:
+        run_extras(args, files, logs, record["extras"], save)
+    machine["loadavg_end"] = os.getloadavg()
+    summary = summarise(record["runs"], bandwidth["gb_per_s"])
+    text = report(args, machine, bandwidth, summary, record["extras"])
+    print("\n" + text + "\n", flush=True)
+    record.update(complete=True, markdown=text, summary=[
+        {"size": k[0], "precision": k[1], "system": k[2], **v} for k, v in summary.items()])
+    save()
+    out.with_suffix(".md").write_text(text + "\n")
+    log(f"wrote {out} and {out.with_suffix('.md')} (runner logs in {logs}); "
+        f"--report {out} prints it again")
+
+
+if __name__ == "__main__":
+    main()
