@@ -28,3 +28,19 @@ def checkpoint(tmp_path_factory):
 def load_fixture(name: str) -> dict[str, np.ndarray]:
     with np.load(FIXTURES / name) as data:
         return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="session")
+def tts(checkpoint):
+    """`tts(size, variant, **kw)` -> that checkpoint loaded in float32, once per session."""
+    import mlx_qwen3_tts as qt
+
+    loaded: dict[tuple, object] = {}
+
+    def get(size: str = "tiny-0.6b", variant: str = "custom_voice", **kwargs):
+        key = (size, variant, tuple(sorted(kwargs.items())))
+        if key not in loaded:
+            loaded[key] = qt.load(checkpoint(size, variant, **kwargs), dtype="float32")
+        return loaded[key]
+
+    return get

@@ -11,19 +11,19 @@ import mlx_qwen3_tts as qt
 TEXT = "hello world, this is a test."
 
 
-@pytest.fixture(scope="module")
-def cv(checkpoint):
-    return qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="float32")
+@pytest.fixture
+def cv(tts):
+    return tts("tiny-0.6b", "custom_voice")
 
 
-@pytest.fixture(scope="module")
-def base(checkpoint):
-    return qt.load(checkpoint("tiny-1.7b", "base"), dtype="float32")
+@pytest.fixture
+def base(tts):
+    return tts("tiny-1.7b", "base")
 
 
-@pytest.fixture(scope="module")
-def design(checkpoint):
-    return qt.load(checkpoint("tiny-1.7b", "voice_design"), dtype="float32")
+@pytest.fixture
+def design(tts):
+    return tts("tiny-1.7b", "voice_design")
 
 
 def reference_audio(seconds=1.0, sr=24000):
