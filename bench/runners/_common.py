@@ -149,3 +149,13 @@ def main(run: Callable[[dict[str, Any], dict[str, Any]], None]) -> None:
     if "error" in result:
         print(result["traceback"], file=sys.stderr)
         sys.exit(1)
+
+
+def matmul_gflops(mx) -> float:
+    """float32 GEMM throughput of MLX here: tells the bundled reference BLAS from OpenBLAS."""
+    a = mx.random.normal((512, 512))
+    mx.eval(a @ a)
+    start, n = time.perf_counter(), 4
+    for _ in range(n):
+        mx.eval(a @ a)
+    return n * 2 * 512**3 / (time.perf_counter() - start) / 1e9

@@ -12,18 +12,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SAMPLE_RATE, main, weight_bytes_per_frame  # noqa: E402
+from _common import SAMPLE_RATE, main, matmul_gflops, weight_bytes_per_frame  # noqa: E402
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
 
 
-def matmul_gflops(mx) -> float:
-    a = mx.random.normal((512, 512))
-    mx.eval(a @ a)
-    start, n = time.perf_counter(), 4
-    for _ in range(n):
-        mx.eval(a @ a)
-    return n * 2 * 512**3 / (time.perf_counter() - start) / 1e9
 
 
 def sampling(spec, model) -> dict:

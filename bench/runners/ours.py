@@ -11,17 +11,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SAMPLE_RATE, main, peak_rss_gb, stats, weight_bytes_per_frame  # noqa: E402
-
-
-def matmul_gflops(mx) -> float:
-    """float32 GEMM throughput of MLX here: tells the bundled reference BLAS from OpenBLAS."""
-    a = mx.random.normal((512, 512))
-    mx.eval(a @ a)
-    start, n = time.perf_counter(), 4
-    for _ in range(n):
-        mx.eval(a @ a)
-    return n * 2 * 512**3 / (time.perf_counter() - start) / 1e9
+from _common import SAMPLE_RATE, main, matmul_gflops, peak_rss_gb, stats, weight_bytes_per_frame  # noqa: E402
 
 
 def sampling_kwargs(spec):
