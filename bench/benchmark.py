@@ -12,10 +12,15 @@ the same thread count. A precision is a weight format plus an activation dtype:
     q8-fp32   8-bit weights, float32 activations (scales cast at load)
     q4-fp32   4-bit weights, float32 activations
 
-On Linux, MLX's CPU wheel links a slow reference BLAS; with --blas openblas (the default when
-it is installed: `apt-get install -y libopenblas0-pthread`) the MLX runners start with
-LD_PRELOAD=<dpkg -L libopenblas0-pthread>/openblas-pthread/libblas.so.3. PyTorch uses its own
-MKL either way. Every runner reports the BLAS libraries mapped into it (/proc/self/maps).
+On Linux, MLX's CPU wheel links a slow reference BLAS, and MLX calls only `cblas_sgemm`
+(also for a one-row matrix-vector product), so the BLAS decides the speed of every float32
+step. --blas mkl (`pip install mkl` into our venv: the `bench` extra) starts the MLX runners with
+LD_PRELOAD=<venv>/lib/libmkl_rt.so.3: MKL's sgemm streams a 1 x K by K x N product at memory
+speed, where OpenBLAS 0.3.21 first packs the weight (~3x slower). --blas openblas
+(`apt-get install -y libopenblas0-pthread`) preloads
+<dpkg -L libopenblas0-pthread>/openblas-pthread/libblas.so.3. auto takes MKL, else OpenBLAS.
+Both MLX systems always get the same library. PyTorch uses its own MKL either way. Every runner
+reports the BLAS libraries mapped into it (/proc/self/maps).
 
     python bench/benchmark.py --quick                     # 0.6b, fp32+bf16, 1 rep, 16 frames
     python bench/benchmark.py --sizes 0.6b --precisions fp32,bf16,q8-fp32 --reps 3
@@ -91,6 +96,13 @@ def log(*args) -> None:
 
 
 # --------------------------------------------------------------------------- environment
+
+
+def mkl_path(python: str) -> str | None:
+    """`libmkl_rt.so.*` of the `mkl` wheel installed in the venv of `python`, if any."""
+    lib = Path(python).parent.parent / "lib"
+    found = sorted(lib.glob("libmkl_rt.so*")) if lib.is_dir() else []
+    return str(found[-1]) if found else None
 
 
 def openblas_path() -> str | None:
@@ -527,7 +539,8 @@ def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dic
         f"{machine.get('mem_gb', 0):.0f} GB RAM, load average at start {machine['loadavg_start'][0]:.2f}, "
         f"at end {machine.get('loadavg_end', os.getloadavg())[0]:.2f}",
         f"- threads per system: {args.threads}; BLAS for MLX: "
-        f"{'OpenBLAS via LD_PRELOAD=' + args.blas_path if args.blas_path else 'bundled reference BLAS'}",
+        + (f"{args.blas_name} via LD_PRELOAD={args.blas_path}" if args.blas_path
+           else "bundled reference BLAS"),
         *[f"- BLAS seen by {b}" for b in blas],
         *[f"- versions {v}" for v in versions],
         f"- memory bandwidth (streaming read): {bandwidth['gb_per_s']:.1f} GB/s ({bandwidth['method']})",
@@ -582,8 +595,9 @@ def parse_args(argv=None):
     p.add_argument("--no-ttfa", action="store_true", help="skip the streaming time-to-first-audio")
     p.add_argument("--greedy", action="store_true", help="argmax instead of the default sampling")
     p.add_argument("--threads", type=int, default=1, help="threads for every system (BLAS, OpenMP, torch)")
-    p.add_argument("--blas", choices=["auto", "openblas", "bundled"], default="auto",
-                   help="MLX's BLAS: preload OpenBLAS (auto: if libopenblas0-pthread is installed)")
+    p.add_argument("--blas", choices=["auto", "mkl", "openblas", "bundled"], default="auto",
+                   help="BLAS preloaded into both MLX runners (auto: MKL from our venv if "
+                        "installed, else OpenBLAS if installed, else MLX's bundled one)")
     p.add_argument("--timeout", default="1800",
                    help="seconds per runner process: one number, or per system, e.g. "
                         "'1800,official=900,mlx-audio=2400' (default %(default)s)")
@@ -629,12 +643,17 @@ def parse_args(argv=None):
         p.error("--extras-only and --no-extras exclude each other")
     args.python = {s: getattr(args, f"{s.replace('-', '_')}_python") for s in SYSTEMS}
     args.timeouts = parse_timeouts(p, args.timeout)
-    args.blas_path = None
-    if args.blas != "bundled":
-        args.blas_path = openblas_path()
-        if args.blas == "openblas" and not args.blas_path:
-            p.error("--blas openblas: libopenblas0-pthread is not installed "
-                    "(apt-get install -y libopenblas0-pthread)")
+    args.blas_name, args.blas_path = "bundled", None
+    found = {"mkl": mkl_path(args.python["ours"]), "openblas": openblas_path()}
+    if args.blas == "auto":
+        args.blas_name = next((name for name, path in found.items() if path), "bundled")
+    elif args.blas != "bundled":
+        args.blas_name = args.blas
+        if not found[args.blas]:
+            p.error(f"--blas {args.blas}: not installed (" + (
+                "pip install mkl, into the venv of --ours-python" if args.blas == "mkl"
+                else "apt-get install -y libopenblas0-pthread") + ")")
+    args.blas_path = found.get(args.blas_name)
     return args
 
 
@@ -716,7 +735,8 @@ def main(argv=None) -> None:
     out = args.out or args.cache_dir / "results" / f"bench-{stamp}.json"
     machine = machine_info()
     log(f"machine: {machine.get('cpu')}, nproc {machine['nproc']}, load {machine['loadavg_start']}")
-    blas = f"LD_PRELOAD={args.blas_path}" if args.blas_path else "bundled reference BLAS"
+    blas = (f"{args.blas_name}, LD_PRELOAD={args.blas_path}" if args.blas_path
+            else "bundled reference BLAS")
     log(f"BLAS for MLX runners: {blas}")
     missing = {s: available(s, args.python[s]) for s in args.systems}
     for system, why in missing.items():

@@ -154,11 +154,23 @@ def test_codec_decodes_and_encodes_alike_with_every_formulation(tokenizer, resto
 
 
 def test_snake_beta_is_the_same_fused_and_unfused():
-    # The GPU runs the compiled SnakeBeta, the CPU the plain ops: both are the same function.
+    # The GPU runs the compiled SnakeBeta, the CPU a polynomial: all are the same function.
     x = 3 * mx.array(random((2, 50, 8), 9))
     alpha, beta = mx.array(random((8,), 10) / 3), mx.array(random((8,), 11) / 3)
-    fused = layers._snake_beta_fused(x, alpha, beta)
-    assert_close(np.array(fused), np.array(layers._snake_beta(x, alpha, beta)))
+    plain = np.array(layers._snake_beta(x, alpha, beta))
+    assert_close(np.array(layers._snake_beta_fused(x, alpha, beta)), plain)
+    assert_close(np.array(layers._snake_beta_cpu(x, alpha, beta)), plain)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 3e3, 3e4])
+def test_cpu_sin_squared_is_as_accurate_as_sin(scale):
+    # Range reduction must hold far from 0: real activations times exp(alpha) reach the hundreds.
+    z = np.concatenate([scale * random((20_000,), 12), np.arange(-40, 41) * np.pi / 2])
+    z = z.astype(np.float32)
+    exact = np.sin(z.astype(np.float64)) ** 2
+    ours = np.array(layers._sin_squared(mx.array(z)))
+    mlx_sin = np.array(mx.square(mx.sin(mx.array(z))))
+    assert np.abs(ours - exact).max() <= max(4 * np.abs(mlx_sin - exact).max(), 5e-7)
 
 
 def test_streaming_states_keep_copies_of_their_tails_not_their_inputs():

@@ -11,6 +11,7 @@ grouped and transposed convs as a naive loop (a full-size decode: ~70 s per seco
 as matmuls with OpenBLAS, 2 shared cores; `bench/codec_speed.py`).
 """
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
@@ -314,6 +315,36 @@ def _snake_beta(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
 
 _snake_beta_fused = mx.compile(_snake_beta)
 
+# pi = PI_HI + PI_MID + PI_LO (Cody-Waite): PI_HI = 201 / 64 and PI_MID = 254 / 2**18 have 8
+# significant bits each, so k * PI_HI and k * PI_MID are exact in float32 for |k| < 2**16
+# (|z| < ~2e5) and z - k pi keeps the accuracy of sin's own range reduction there.
+PI_HI = 3.140625
+PI_MID = 254 / 2**18
+PI_LO = math.pi - PI_HI - PI_MID
+# Taylor coefficients of sin(r) / r up to r**10: the truncation error at |r| = pi/2 is
+# (pi/2)**13 / 13! = 5.7e-8, below float32's rounding of sin^2 there.
+SIN_COEFFS = tuple((-1) ** n / math.factorial(2 * n + 1) for n in range(6))
+
+
+def _sin_squared(z: mx.array) -> mx.array:
+    """`sin(z) ** 2` from multiplies and adds: sin^2 has period pi, so reduce z to
+    r = z - k pi in [-pi/2, pi/2] and evaluate sin's odd polynomial there."""
+    k = mx.round(z * (1.0 / math.pi))
+    r = ((z - k * PI_HI) - k * PI_MID) - k * PI_LO
+    r2 = r * r
+    poly = SIN_COEFFS[-1]
+    for c in reversed(SIN_COEFFS[:-1]):
+        poly = poly * r2 + c
+    return mx.square(r * poly)
+
+
+def _snake_beta_cpu(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
+    # MLX's CPU sin is scalar: ~60 % of a decode went to SnakeBeta. Its multiplies and adds are
+    # vectorised, and 20 of them beat one sin (24 vs 59 ms for 24,000 x 96; bench/codec_speed.py).
+    # Compiling either form is slower on the CPU (93 and 151 ms): mx.compile's CPU kernels
+    # are not vectorised.
+    return x + (1.0 / (mx.exp(beta) + 1e-9)) * _sin_squared(x * mx.exp(alpha))
+
 
 class SnakeBeta(nn.Module):
     """`x + 1/(exp(beta) + 1e-9) * sin^2(exp(alpha) x)`, alpha and beta stored as logs (§2.6.1)."""
@@ -324,9 +355,8 @@ class SnakeBeta(nn.Module):
         self.beta = mx.zeros((channels,))
 
     def __call__(self, x: mx.array) -> mx.array:
-        # Fused on a GPU. On the CPU the compiled kernel's sin is ~3x slower than MLX's own op
-        # (measured: 148 vs 57 ms for 23,040 x 96), and SnakeBeta ran ~40 % of a decode.
-        snake = _snake_beta_fused if _on_gpu() else _snake_beta
+        # Fused with Metal's sin on a GPU, multiplies and adds on the CPU (`_snake_beta_cpu`).
+        snake = _snake_beta_fused if _on_gpu() else _snake_beta_cpu
         return snake(x, self.alpha, self.beta)
 
 
