@@ -539,7 +539,7 @@ def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dic
         f"{machine.get('mem_gb', 0):.0f} GB RAM, load average at start {machine['loadavg_start'][0]:.2f}, "
         f"at end {machine.get('loadavg_end', os.getloadavg())[0]:.2f}",
         f"- threads per system: {args.threads}; BLAS for MLX: "
-        + (f"{args.blas_name} via LD_PRELOAD={args.blas_path}" if args.blas_path
+        + (f"{getattr(args, 'blas_name', 'openblas')} via LD_PRELOAD={args.blas_path}" if args.blas_path
            else "bundled reference BLAS"),
         *[f"- BLAS seen by {b}" for b in blas],
         *[f"- versions {v}" for v in versions],
