@@ -353,6 +353,14 @@ def run_extras(args, files: dict, logs: Path, results: list[dict], save) -> None
         results.append(r)
         save()
         log("clone prefix:", r.get("error") or r["clone_prefix"])
+    if args.utterance_seconds:
+        frames = round(args.utterance_seconds * FRAME_RATE)
+        spec = {**common, "mode": "utterance", "model": str(files[("ckpt", "0.6b")]), "text": TEXT,
+                "frames": frames}
+        r = run_one("ours", spec, args, f"ours-0.6b-utterance-{frames}", logs, env)
+        results.append(r)
+        save()
+        log("utterance:", r.get("error") or r["utterance"])
     for chars in args.long_text_chars:
         spec = {**common, "mode": "long_text", "model": str(files[("ckpt", "0.6b")]),
                 "long_text": long_text(chars), "max_frames": args.long_text_frames}
@@ -385,6 +393,11 @@ def metrics(r: dict) -> dict[str, float]:
         m[k] = split.get(k)
     if m["fps"] and m["decode_per_audio_s"] is not None:
         m["rtf"] = FRAME_RATE / m["fps"] + m["decode_per_audio_s"]
+    parts = [m.get(k) for k in ("prefill_s", "talker_ms", "code_predictor_ms", "other_ms")]
+    if r.get("first_chunk_decode_s") is not None and None not in parts:
+        # Issue #8's bound: 1.5 x (prefill + 2 frame times + one decode step), each timed apart.
+        frame_s = sum(parts[1:]) / 1000
+        m["ttfa_bound_s"] = 1.5 * (parts[0] + 2 * frame_s + r["first_chunk_decode_s"])
     return {k: v for k, v in m.items() if v is not None}
 
 
@@ -500,6 +513,50 @@ def ratio_table(summary: dict, args) -> str:
     return "\n".join(lines)
 
 
+def targets_table(summary: dict, args) -> str:
+    """Issue #8's speed targets, checked on this run's medians."""
+    lines = []
+
+    def med(size, pname, system, metric):
+        v = (summary.get((size, pname, system)) or {}).get(metric)
+        return v["median"] if v else None
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    for size in args.sizes:
+        for pname in ("bf16", "q8-bf16"):
+            ours_rtf, theirs_rtf = med(size, pname, "ours", "rtf"), med(size, pname, "mlx-audio", "rtf")
+            ours_fps, theirs_fps = med(size, pname, "ours", "fps"), med(size, pname, "mlx-audio", "fps")
+            if ours_rtf and theirs_rtf and ours_fps and theirs_fps:
+                ratio = theirs_rtf / ours_rtf
+                lines.append(
+                    f"- {size} {pname}: end to end {ratio:.2f}x faster than mlx-audio (target 3x: "
+                    f"{verdict(ratio >= 3)}); frame loop {ours_fps:.3f} vs {theirs_fps:.3f} frames/s "
+                    f"(not slower: {verdict(ours_fps >= theirs_fps)})")
+        ours = {p: med(size, p, "ours", "rtf") for p in args.precisions}
+        official = {p: med(size, p, "official", "rtf") for p in args.precisions}
+        ours, official = {p: v for p, v in ours.items() if v}, {p: v for p, v in official.items() if v}
+        if ours and official:
+            best, ref = min(ours, key=ours.get), min(official, key=official.get)
+            ratio = official[ref] / ours[best]
+            lines.append(
+                f"- {size}: our best CPU precision ({best}, RTF {ours[best]:.2f}) vs the official "
+                f"model's best ({ref}, RTF {official[ref]:.2f}): {ratio:.2f}x faster end to end "
+                f"(target 1.5x: {verdict(ratio >= 1.5)})")
+        for pname in args.precisions:
+            ttfa, bound = med(size, pname, "ours", "ttfa_s"), med(size, pname, "ours", "ttfa_bound_s")
+            theirs = med(size, pname, "mlx-audio", "ttfa_s")
+            if ttfa and bound:
+                text = (f"- {size} {pname}: TTFA {ttfa:.2f} s vs 1.5 x (prefill + 2 frames + first "
+                        f"decode step) = {bound:.2f} s ({verdict(ttfa <= bound)})")
+                if theirs:
+                    text += (f"; mlx-audio's {theirs:.2f} s is {theirs / ttfa:.1f}x longer (target 10x: "
+                             f"{verdict(theirs >= 10 * ttfa)})")
+                lines.append(text)
+    return "\n".join(lines)
+
+
 def extras_table(extras: list[dict]) -> str:
     lines = []
     for r in extras:
@@ -513,6 +570,13 @@ def extras_table(extras: list[dict]) -> str:
                 f"frames): fresh {c['cold_s']['median']:.2f} s [min {c['cold_s']['min']:.2f}], cached voice "
                 f"prefix {c['cached_s']['median']:.2f} s [min {c['cached_s']['min']:.2f}] "
                 f"(create_voice_prompt {r['create_voice_prompt_s']:.2f} s)")
+        elif "utterance" in r:
+            u = r["utterance"]
+            lines.append(
+                f"- one {u['audio_s']:.1f}-second utterance (0.6B, {u['frames']} frames, frame loop + "
+                f"one-shot decode, {u['seconds']:.0f} s): peak MLX {u['peak_mlx_gb']:.2f} GB, max RSS "
+                f"{u['peak_rss_gb']:.2f} GB, for {u['weights_gb']:.2f} GB of weights (model + codec): "
+                f"{u['peak_mlx_gb'] / u['weights_gb']:.2f}x / {u['peak_rss_gb'] / u['weights_gb']:.2f}x")
         elif "long_text" in r:
             t = r["long_text"]
             lines.append(
@@ -559,6 +623,9 @@ def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dic
     if ratios:
         out += ["", "Ratios ours / other (same run, medians): above 1 is better for frames/s, below 1 "
                     "is better for the rest.", "", ratios]
+    targets = targets_table(summary, args)
+    if targets:
+        out += ["", "Issue #8 targets (medians of this run):", "", targets]
     if extras:
         out += ["", "Ours only:", "", extras_table(extras)]
     short = [" ".join(k) for k, s in summary.items() if s.get("short_runs")]
@@ -607,6 +674,8 @@ def parse_args(argv=None):
     p.add_argument("--extras-dtype", default="float32", choices=["bfloat16", "float32"],
                    help="activation dtype of the extras (default %(default)s: bf16 prefill is "
                         "~5x slower on CPU)")
+    p.add_argument("--utterance-seconds", type=float, default=30.0,
+                   help="extra: peak memory of one utterance this long (0 skips)")
     p.add_argument("--long-text-chars", default="500,5000", help="comma list of text lengths")
     p.add_argument("--long-text-frames", type=int, default=4, help="max_frames per piece of long texts")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
@@ -631,6 +700,7 @@ def parse_args(argv=None):
         args.split_frames, args.decode_frames, args.mlx_audio_decode_frames = 4, 8, 2
         args.no_extras = args.no_extras or not (args.extras or args.extras_only)
         args.long_text_frames = 2
+        args.utterance_seconds = min(args.utterance_seconds, 2.0)
     args.systems = [s for s in args.systems.split(",") if s]
     args.sizes = [s for s in args.sizes.split(",") if s]
     args.precisions = [s for s in args.precisions.split(",") if s]

@@ -9,6 +9,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .errors import ModelLoadError
+from .models.cpu_matmul import use_float32_matmuls
 from .models.qwen3_tts import Model, Qwen3TTSConfig
 
 # Everything a checkpoint needs, nothing it does not (README.md, .gitattributes are skipped).
@@ -247,6 +248,8 @@ def _load(folder: Path, dtype: str | mx.Dtype | None, device: mx.Device):
     from .tts import Qwen3TTS
 
     model = load_model(folder, dtype)
+    if device == mx.cpu:
+        use_float32_matmuls(model)
     speech_folder = folder / "speech_tokenizer"
     if not (speech_folder / "config.json").is_file():
         raise ModelLoadError(

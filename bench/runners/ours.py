@@ -145,6 +145,14 @@ def run_speed(spec, result):
         result["decode"] = {"frames": n, "seconds": min(times), "audio_s": len(wav) / SAMPLE_RATE}
 
     if spec["ttfa"]:
+        # The bound's decode step: a fresh stream's first chunk, decoded alone (warm).
+        first = codes[: spec["first_chunk_frames"]].astype(np.int32)
+        decoder = tts.speech_tokenizer.stream_decoder()
+        decoder.decode_step(first)
+        decoder.reset_state()
+        start = time.perf_counter()
+        decoder.decode_step(first)
+        result["first_chunk_decode_s"] = time.perf_counter() - start
         tts._prefixes.clear()  # a first request for this voice
         start = time.perf_counter()
         stream = tts.stream_generate(spec["text"], first_chunk_frames=spec["first_chunk_frames"],
@@ -225,8 +233,29 @@ def run_long_text(spec, result):
     result["peak_mlx_gb"] = mx.get_peak_memory() / 1e9
 
 
+def run_utterance(spec, result):
+    """Peak memory of one long utterance (frame loop + one-shot decode) against the weights."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    tts = load(spec, result)
+    weights = sum(v.nbytes for _, v in tree_flatten(tts.model.parameters()))
+    weights += sum(v.nbytes for _, v in tree_flatten(tts.speech_tokenizer.model.parameters()))
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    out = tts.generate(spec["text"], max_frames=spec["frames"], runaway_guard=False,
+                       **sampling_kwargs(spec))
+    result["utterance"] = {
+        "frames": out.frames, "audio_s": out.seconds, "seconds": time.perf_counter() - start,
+        "weights_gb": weights / 1e9, "peak_mlx_gb": mx.get_peak_memory() / 1e9,
+        "peak_rss_gb": peak_rss_gb(),
+    }
+    result["peak_mlx_gb"] = mx.get_peak_memory() / 1e9
+
+
 def run(spec, result):
-    modes = {"speed": run_speed, "clone_prefix": run_clone_prefix, "long_text": run_long_text}
+    modes = {"speed": run_speed, "clone_prefix": run_clone_prefix, "long_text": run_long_text,
+             "utterance": run_utterance}
     modes[spec["mode"]](spec, result)
 
 
