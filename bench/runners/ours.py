@@ -145,22 +145,30 @@ def run_speed(spec, result):
         result["decode"] = {"frames": n, "seconds": min(times), "audio_s": len(wav) / SAMPLE_RATE}
 
     if spec["ttfa"]:
-        # The bound's decode step: a fresh stream's first chunk, decoded alone (warm).
-        first = codes[: spec["first_chunk_frames"]].astype(np.int32)
-        decoder = tts.speech_tokenizer.stream_decoder()
-        decoder.decode_step(first)
-        decoder.reset_state()
+        # Streaming text (non_streaming_mode=False), the layout mlx-audio streams with: the
+        # prompt holds the first text token, the rest comes in with the frames.
+        kwargs = dict(max_frames=spec["frames"], runaway_guard=False, non_streaming_mode=False,
+                      **sampling_kwargs(spec))
+        first_chunk = spec["first_chunk_frames"]
+        warm = tts.stream_generate(spec["text"], first_chunk_frames=first_chunk, **kwargs)
+        next(warm)
+        warm.close()
+        # The bound's parts, each timed alone (warm): this layout's prefill, the first decode step.
+        request = tts._request(spec["text"], **{k: v for k, v in kwargs.items() if k != "runaway_guard"})
         start = time.perf_counter()
-        decoder.decode_step(first)
+        mx.eval(tts.model.talker(request.prompt.prefill[None]))
+        result["ttfa_prefill_s"] = time.perf_counter() - start
+        decoder = tts.speech_tokenizer.stream_decoder()
+        start = time.perf_counter()
+        decoder.decode_step(codes[:first_chunk].astype(np.int32))
         result["first_chunk_decode_s"] = time.perf_counter() - start
         tts._prefixes.clear()  # a first request for this voice
         start = time.perf_counter()
-        stream = tts.stream_generate(spec["text"], first_chunk_frames=spec["first_chunk_frames"],
-                                     max_frames=spec["frames"], runaway_guard=False,
-                                     **sampling_kwargs(spec))
+        stream = tts.stream_generate(spec["text"], first_chunk_frames=first_chunk, **kwargs)
         chunk = next(stream)
         result["ttfa"] = {"seconds": time.perf_counter() - start, "elapsed_reported": chunk.elapsed,
-                          "first_chunk_frames": chunk.frames}
+                          "first_chunk_frames": chunk.frames,
+                          "prefill_positions": int(request.prompt.prefill.shape[0])}
         stream.close()
     result["peak_mlx_gb"] = mx.get_peak_memory() / 1e9
 
