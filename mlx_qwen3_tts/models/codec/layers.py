@@ -340,9 +340,9 @@ def _sin_squared(z: mx.array) -> mx.array:
 
 def _snake_beta_cpu(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
     # MLX's CPU sin is scalar: ~60 % of a decode went to SnakeBeta. Its multiplies and adds are
-    # vectorised, and 20 of them beat one sin (24 vs 59 ms for 24,000 x 96; bench/codec_speed.py).
-    # Compiling either form is slower on the CPU (93 and 151 ms): mx.compile's CPU kernels
-    # are not vectorised.
+    # vectorised, and 20 of them beat one sin (27 vs 60 ms for 24,000 x 96, bench/kernel_speed.py).
+    # Compiling is slower on the CPU (149 ms for the sin form): mx.compile's CPU kernels are not
+    # vectorised.
     return x + (1.0 / (mx.exp(beta) + 1e-9)) * _sin_squared(x * mx.exp(alpha))
 
 
