@@ -105,6 +105,13 @@ def mkl_path(python: str) -> str | None:
     return str(found[-1]) if found else None
 
 
+def blas_label(args) -> str:
+    """The BLAS the MLX runners get, as the log and the report name it."""
+    if not args.blas_path:
+        return "bundled reference BLAS"
+    return f"{getattr(args, 'blas_name', 'openblas')} via LD_PRELOAD={args.blas_path}"
+
+
 def openblas_path() -> str | None:
     """`openblas-pthread/libblas.so.3` of the Debian package libopenblas0-pthread, if installed."""
     try:
@@ -395,12 +402,12 @@ def metrics(r: dict) -> dict[str, float]:
         m["rtf"] = FRAME_RATE / m["fps"] + m["decode_per_audio_s"]
     if None not in (m["talker_ms"], m["code_predictor_ms"], m["other_ms"]):
         m["frame_ms"] = m["talker_ms"] + m["code_predictor_ms"] + m["other_ms"]
-    parts = [r.get("ttfa_prefill_s")] + [m.get(k) for k in ("talker_ms", "code_predictor_ms", "other_ms")]
-    if r.get("first_chunk_decode_s") is not None and None not in parts:
+    parts = (r.get("ttfa_prefill_s"), m.get("frame_ms"), r.get("first_chunk_decode_s"))
+    if None not in parts:
         # Issue #8's bound: 1.5 x (prefill + 2 frame times + one decode step), each timed apart,
         # the prefill in the TTFA's own (streaming-text) layout.
-        frame_s = sum(parts[1:]) / 1000
-        m["ttfa_bound_s"] = 1.5 * (parts[0] + 2 * frame_s + r["first_chunk_decode_s"])
+        prefill, frame_ms, decode_step = parts
+        m["ttfa_bound_s"] = 1.5 * (prefill + 2 * frame_ms / 1000 + decode_step)
     return {k: v for k, v in m.items() if v is not None}
 
 
@@ -607,9 +614,7 @@ def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dic
         f"- machine: {machine.get('cpu')}, nproc {machine['nproc']}, "
         f"{machine.get('mem_gb', 0):.0f} GB RAM, load average at start {machine['loadavg_start'][0]:.2f}, "
         f"at end {machine.get('loadavg_end', os.getloadavg())[0]:.2f}",
-        f"- threads per system: {args.threads}; BLAS for MLX: "
-        + (f"{getattr(args, 'blas_name', 'openblas')} via LD_PRELOAD={args.blas_path}" if args.blas_path
-           else "bundled reference BLAS"),
+        f"- threads per system: {args.threads}; BLAS for MLX: {blas_label(args)}",
         *[f"- BLAS seen by {b}" for b in blas],
         *[f"- versions {v}" for v in versions],
         f"- memory bandwidth (streaming read): {bandwidth['gb_per_s']:.1f} GB/s ({bandwidth['method']})",
@@ -810,9 +815,7 @@ def main(argv=None) -> None:
     out = args.out or args.cache_dir / "results" / f"bench-{stamp}.json"
     machine = machine_info()
     log(f"machine: {machine.get('cpu')}, nproc {machine['nproc']}, load {machine['loadavg_start']}")
-    blas = (f"{args.blas_name}, LD_PRELOAD={args.blas_path}" if args.blas_path
-            else "bundled reference BLAS")
-    log(f"BLAS for MLX runners: {blas}")
+    log(f"BLAS for MLX runners: {blas_label(args)}")
     missing = {s: available(s, args.python[s]) for s in args.systems}
     for system, why in missing.items():
         if why:

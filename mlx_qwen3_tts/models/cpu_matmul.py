@@ -22,11 +22,16 @@ import mlx.nn as nn
 HALF = (mx.bfloat16, mx.float16)
 
 
+def _one_row(x: mx.array) -> bool:
+    """A decode step's input: every leading dimension is 1."""
+    return x.size == x.shape[-1]
+
+
 class Float32MatmulLinear(nn.Linear):
     """`nn.Linear` with half weights, multiplied in float32 when more than one row comes in."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        if x.size == x.shape[-1]:
+        if _one_row(x):
             return super().__call__(x)
         y = x.astype(mx.float32) @ self.weight.astype(mx.float32).T
         if "bias" in self:
@@ -44,7 +49,7 @@ class Float32MatmulQuantizedLinear(nn.QuantizedLinear):
         biases = None if biases is None else biases.astype(mx.float32)
         kwargs = {"group_size": self.group_size, "bits": self.bits, "mode": self.mode}
         x32 = x.astype(mx.float32)
-        if x.size == x.shape[-1]:
+        if _one_row(x):
             y = mx.quantized_matmul(x32, self["weight"], scales, biases, transpose=True, **kwargs)
         else:
             y = x32 @ mx.dequantize(self["weight"], scales, biases, **kwargs).T
