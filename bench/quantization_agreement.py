@@ -25,7 +25,7 @@ import numpy as np
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts.convert import convert, folder_size
-from mlx_qwen3_tts.testing import write_checkpoint
+from mlx_qwen3_tts.testing import teacher_forced_logits, write_checkpoint
 
 TEXT = "Hello world, this is a quantization test of the talker."
 # (name, dtype, bits, group size, load dtype): None bits = a float conversion.
@@ -50,7 +50,7 @@ def first_step(tts, codes: np.ndarray | None = None):
     if codes is None:
         return c0, None
     c = mx.array(codes[None].astype(np.int32))
-    cp = talker.code_predictor.teacher_forced_logits(hidden[:, -1], talker.embed_codec(c[:, 0]), c[:, 1:])
+    cp = teacher_forced_logits(talker.code_predictor, hidden[:, -1], talker.embed_codec(c[:, 0]), c[:, 1:])
     return c0, cp[0].astype(mx.float32)
 
 

@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--speaker", default="vivian", help="One of the model's speakers.")
     parser.add_argument("--out", default="long_text.wav", help="Output audio file.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the first piece (piece i: seed + i).")
-    parser.add_argument("--max-frames", type=int, default=None, help="Cap each piece (12.5 frames/s).")
+    parser.add_argument("--max-frames", type=int, default=None, help="Cap the whole text (12.5 frames/s).")
     args = parser.parse_args()
 
     text = Path(args.text_file).read_text(encoding="utf-8")

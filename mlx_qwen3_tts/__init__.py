@@ -7,14 +7,20 @@ from .errors import (
     ModeError,
     ModelLoadError,
     Qwen3TTSError,
+    Qwen3TTSWarning,
+    RunawayWarning,
     SynthesisError,
+    TextTooLongError,
     UnknownSpeakerError,
     UnsupportedLanguageError,
     VoiceCloneUnsupportedError,
 )
 from .loading import load
+from .request import Capabilities, RunawayGuard
 from .speech_tokenizer import SpeechTokenizer
-from .tts import AudioChunk, GenerationResult, Qwen3TTS
+from .synthesis import AudioChunk, GenerationResult
+from .text_stream import TextStream
+from .tts import Qwen3TTS
 from .voice_prompt import VoicePrompt, list_voices, voices_dir
 from .voices import Language, Speaker
 
@@ -23,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioChunk",
     "AudioError",
+    "Capabilities",
     "EmptyTextError",
     "GenerationResult",
     "InstructUnsupportedError",
@@ -31,9 +38,14 @@ __all__ = [
     "ModelLoadError",
     "Qwen3TTS",
     "Qwen3TTSError",
+    "Qwen3TTSWarning",
+    "RunawayGuard",
+    "RunawayWarning",
     "SpeechTokenizer",
     "Speaker",
     "SynthesisError",
+    "TextStream",
+    "TextTooLongError",
     "UnknownSpeakerError",
     "UnsupportedLanguageError",
     "VoiceCloneUnsupportedError",

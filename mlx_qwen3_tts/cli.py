@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,23 +26,39 @@ import mlx.core as mx
 import numpy as np
 import soundfile as sf
 
-from . import __version__
-from .errors import Qwen3TTSError, SynthesisError, UnsupportedLanguageError
-from .loading import load
-from .tts import AudioChunk, Qwen3TTS
-from .voices import Language
+from . import (
+    AudioChunk,
+    Language,
+    Qwen3TTS,
+    Qwen3TTSError,
+    Qwen3TTSWarning,
+    SynthesisError,
+    UnsupportedLanguageError,
+    __version__,
+)
+from .loading import DTYPES, load
 
 PROG = "mlx-qwen3-tts"
 DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"
-BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
-DEFAULT_SPEAKER = "vivian"
 DEFAULT_OUT = "output.wav"
+# Library arguments the flags do not spell as `--` + the name with dashes.
+FLAG_NAMES = {"path_or_repo": "--model", "runaway_guard": "--no-runaway-guard", "ref_audio": "--ref-audio",
+              "text": "--text"}
 # Output suffix -> (soundfile format, subtype).
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 
 
 class UsageError(Exception):
     """Arguments that cannot work together; reported in one line, exit status 2."""
+
+
+def flag(name: str) -> str:
+    """The flag of a library argument, for messages: `ref_text` -> `--ref-text`."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _message(error: Qwen3TTSError | Qwen3TTSWarning) -> str:
+    return " ".join(error.render(flag).split())  # one line, whatever the message holds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +71,7 @@ def _language(value: str) -> str:
     try:
         return Language.parse(value).value
     except UnsupportedLanguageError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
+        raise argparse.ArgumentTypeError(_message(e)) from e
 
 
 def setup_arg_parser() -> argparse.ArgumentParser:
@@ -62,12 +79,13 @@ def setup_arg_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Speak text with a Qwen3-TTS 12 Hz checkpoint on MLX.",
         epilog="Text comes from --text, --text-file or standard input. Exit status: 0 done, "
-        "1 library error, 2 bad arguments.",
+        "1 library error, 2 bad arguments. Subcommand: `mlx-qwen3-tts serve --model MODEL` runs an "
+        "OpenAI-compatible speech server (see `mlx-qwen3-tts serve --help`).",
     )
     add = parser.add_argument
     add("--model", type=str, default=DEFAULT_MODEL,
         help=f"Checkpoint folder or Hugging Face repo id. Default: {DEFAULT_MODEL}")
-    add("--dtype", type=str, default=None, choices=["float32", "float16", "bfloat16"],
+    add("--dtype", type=str, default=None, choices=list(DTYPES),
         help="Talker dtype. Default: as stored (bfloat16 in the released files).")
     add("--device", type=str, default=None, choices=["cpu", "gpu"],
         help="MLX device. Default: MLX's default (the GPU on Apple silicon).")
@@ -76,7 +94,7 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     text.add_argument("--text-file", type=str, default=None,
                       help="UTF-8 file holding the text to speak ('-' for standard input).")
     add("--speaker", type=str, default=None,
-        help=f"CustomVoice speaker (see --list-speakers). Default: {DEFAULT_SPEAKER}.")
+        help="CustomVoice speaker (see --list-speakers). Default: vivian (or the first speaker).")
     add("--language", type=_language, default="auto",
         help="Language of the text: auto, " + ", ".join(Language.names()[1:]) + ". Default: auto.")
     add("--instruct", type=str, default=None,
@@ -103,7 +121,10 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     add("--top-p", type=float, default=None, help="Top-p sampling. Default: the model's.")
     add("--repetition-penalty", type=float, default=None, help="Repetition penalty. Default: the model's.")
     add("--max-frames", type=int, default=None,
-        help="Most frames to generate (12.5 per second of audio). Default: the model's.")
+        help="Most frames for the whole text, split pieces included (12.5 per second of audio). "
+        "Default: no cap but the model's own limit per piece.")
+    add("--no-runaway-guard", dest="runaway_guard", action="store_false",
+        help="Let generation that never stops run to --max-frames instead of ending it.")
     add("--list-speakers", action="store_true", help="Print the checkpoint's speakers and exit.")
     add("--list-languages", action="store_true", help="Print the checkpoint's languages and exit.")
     chatter = parser.add_mutually_exclusive_group()
@@ -184,29 +205,8 @@ def _read_text(args: argparse.Namespace) -> str:
     return ""
 
 
-def _check_mode(tts: Qwen3TTS, args: argparse.Namespace) -> None:
-    """The library's mode errors name Python arguments; these say which flag or model to use."""
-    cloning = args.ref_audio is not None or args.voice is not None
-    if cloning and tts.model_type != "base":
-        raise UsageError(
-            f"--ref-audio / --voice clone a voice, which needs a Base checkpoint such as "
-            f"--model {BASE_MODEL}; {args.model} is a {tts.model_type} checkpoint."
-        )
-    if tts.model_type == "base" and not cloning:
-        raise UsageError(
-            f"{args.model} is a Base checkpoint: it clones a voice, so pass --ref-audio FILE "
-            "(with --ref-text TRANSCRIPT for a closer clone) or --voice FILE from --save-voice."
-        )
-    if args.speaker is not None and tts.model_type != "custom_voice":
-        raise UsageError(
-            f"--speaker: {args.model} is a {tts.model_type} checkpoint, without named speakers"
-            + (" (describe the voice with --instruct)." if tts.model_type == "voice_design" else ".")
-        )
-
-
 def _voice_kwargs(tts: Qwen3TTS, args: argparse.Namespace, log: _Log) -> dict[str, Any]:
     """Speaker, instruction and cloned voice arguments of `generate`; saves `--save-voice`."""
-    _check_mode(tts, args)
     kwargs: dict[str, Any] = {"language": args.language, "instruct": args.instruct}
     if args.save_voice is not None:
         prompt = tts.create_voice_prompt(args.ref_audio, args.ref_text)
@@ -219,8 +219,8 @@ def _voice_kwargs(tts: Qwen3TTS, args: argparse.Namespace, log: _Log) -> dict[st
         kwargs["voice"] = args.voice
     elif args.speaker is not None:
         kwargs["speaker"] = args.speaker
-    elif tts.model_type == "custom_voice" and tts.speakers:
-        speaker = DEFAULT_SPEAKER if DEFAULT_SPEAKER in tts.speakers else tts.speakers[0]
+    elif tts.capabilities.default_speaker is not None:
+        speaker = tts.capabilities.default_speaker
         log.info(f"No --speaker given: using {speaker} (others: see --list-speakers)")
         kwargs["speaker"] = speaker
     return kwargs
@@ -433,8 +433,22 @@ def _list(tts: Qwen3TTS, args: argparse.Namespace, log: _Log) -> None:
             print(name)
 
 
+def _show_warnings(log: _Log) -> None:
+    """Library warnings as one `[WARNING]` line in the command's terms; others as Python prints them."""
+    python_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if isinstance(message, Qwen3TTSWarning):
+            log.warning(_message(message))
+        else:
+            python_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def run(args: argparse.Namespace) -> None:
     log = _Log(args.quiet)
+    _show_warnings(log)
     listing = args.list_speakers or args.list_languages
     if not listing:
         _check_args(args)
@@ -456,6 +470,7 @@ def run(args: argparse.Namespace) -> None:
     kwargs.update(
         seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, max_frames=args.max_frames,
+        runaway_guard=args.runaway_guard,
     )
     _synthesize(tts, text, kwargs, args, log)
 
@@ -476,15 +491,20 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(e), 2, "--verbose" in argv)
         return serve(argv[1:])
     args = setup_arg_parser().parse_args(argv)
+    shown = warnings.showwarning
     try:
         run(args)
-    except (UsageError, SynthesisError) as e:  # SynthesisError: an argument the checkpoint cannot use
+    except UsageError as e:
         return _fail(str(e), 2, args.verbose)
+    except SynthesisError as e:  # an argument the checkpoint cannot use
+        return _fail(_message(e), 2, args.verbose)
     except Qwen3TTSError as e:
-        return _fail(str(e), 1, args.verbose)
+        return _fail(_message(e), 1, args.verbose)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
     return 0
 
 

@@ -23,8 +23,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.utils import compute_bits_per_weight, save_model
 
-from . import __version__
-from .errors import ModelLoadError
+from . import ModelLoadError, SpeechTokenizer, __version__
 from .loading import (
     DTYPES,
     FORMAT_KEY,
@@ -34,7 +33,6 @@ from .loading import (
     read_json,
     resolve_path,
 )
-from .speech_tokenizer import load_model as load_speech_tokenizer
 
 Q_BITS = (4, 6, 8)
 Q_GROUP_SIZES = (32, 64, 128)
@@ -214,7 +212,7 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
 
 def _save_speech_tokenizer(source: Path, dest: Path) -> None:
     """Sanitized codec weights in float32, as the codec runs (its convolutions channels-last)."""
-    codec = load_speech_tokenizer(source)
+    codec = SpeechTokenizer.from_pretrained(source).model
     _copy_support_files(source, dest)
     weights = dict(tree_flatten(codec.parameters()))
     mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata={"format": "mlx"})

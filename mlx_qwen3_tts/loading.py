@@ -1,114 +1,35 @@
-"""Path or hub repo id -> configs -> modules -> sanitized, strictly loaded weights."""
+"""`load()`: a path or hub repo id -> a `Qwen3TTS` ready to speak.
 
-import json
+This module sits above everything it assembles: configs, modules, sanitized and strictly loaded
+weights (+ quantization from the config block), both tokenizers and the model's MLX thread.
+"""
+
+import weakref
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten
 
 from .errors import ModelLoadError
 from .models.cpu_matmul import use_float32_matmuls
 from .models.qwen3_tts import Model, Qwen3TTSConfig
+from .runtime import ModelThread
+from .speech_tokenizer import SpeechTokenizer
+from .text_tokenizer import TextTokenizer
+from .tts import Qwen3TTS
+from .weights import (
+    DTYPES,
+    cast_weights,
+    load_weights_strict,
+    read_json,
+    read_safetensors,
+    resolve_path,
+)
 
-# Everything a checkpoint needs, nothing it does not (README.md, .gitattributes are skipped).
-HUB_ALLOW_PATTERNS = [
-    "config.json", "generation_config.json", "preprocessor_config.json", "tokenizer_config.json",
-    "vocab.json", "merges.txt", "*.safetensors", "model.safetensors.index.json",
-    "speech_tokenizer/*.json", "speech_tokenizer/*.safetensors",
-]
-DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 # Version of the folder layout `mlx_qwen3_tts.convert` writes, recorded in its config.json.
 FORMAT_KEY = "mlx_qwen3_tts"
 FORMAT_VERSION = 1
-
-
-def resolve_path(path_or_repo: str | Path, allow_patterns: list[str] | None = None) -> Path:
-    """A local folder as is; otherwise a Hugging Face repo id fetched with `snapshot_download`."""
-    path = Path(path_or_repo).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"{path} is a file; pass the checkpoint folder that holds it.")
-        return path
-    repo = str(path_or_repo)
-    if repo.count("/") != 1 or repo.startswith((".", "/", "~")):
-        raise ModelLoadError(
-            f"{repo} is neither an existing folder nor a Hugging Face repo id like "
-            "'Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice'."
-        )
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo, allow_patterns=allow_patterns or HUB_ALLOW_PATTERNS))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
-        raise ModelLoadError(f"Could not fetch {repo} from the Hugging Face Hub: {e}") from e
-
-
-def read_json(path: Path, required: bool = True) -> dict[str, Any] | None:
-    if not path.is_file():
-        if required:
-            raise ModelLoadError(f"{path} is missing; is {path.parent} a Qwen3-TTS checkpoint?")
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{path} is not valid JSON: {e}") from e
-
-
-def read_safetensors(folder: Path, pattern: str = "model*.safetensors") -> dict[str, mx.array]:
-    files = sorted(folder.glob(pattern))
-    if not files:
-        raise ModelLoadError(f"{folder} has no {pattern} weights file.")
-    weights: dict[str, mx.array] = {}
-    for file in files:
-        try:
-            weights.update(mx.load(str(file)))
-        except (RuntimeError, ValueError, OSError) as e:
-            raise ModelLoadError(f"{file} could not be read (truncated or corrupt?): {e}") from e
-    return weights
-
-
-def _listing(keys: list[str], limit: int = 8) -> str:
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def load_weights_strict(model: nn.Module, weights: dict[str, mx.array], source: str) -> None:
-    """`model.load_weights(strict=True)` with errors that name the offending keys."""
-    expected = dict(tree_flatten(model.parameters()))
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = [
-        f"{k} {tuple(weights[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {_listing(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shapes: {_listing(wrong)}")
-    if problems:
-        raise ModelLoadError(f"{source} does not fit its config; " + "; ".join(problems) + ".")
-    model.load_weights(list(weights.items()), strict=True)
-
-
-def cast_weights(
-    weights: dict[str, mx.array], dtype: mx.Dtype | None, keep_float32: tuple[str, ...] = ()
-) -> dict[str, mx.array]:
-    """Cast floating tensors to `dtype`; keys under `keep_float32` prefixes become float32."""
-    out = {}
-    for k, v in weights.items():
-        if mx.issubdtype(v.dtype, mx.floating):
-            target = mx.float32 if k.startswith(keep_float32) else dtype
-            if target is not None and v.dtype != target:
-                v = v.astype(target)
-        out[k] = v
-    return out
 
 
 def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
@@ -216,7 +137,7 @@ def load(
     path_or_repo: str | Path,
     dtype: str | mx.Dtype | None = None,
     device: str | mx.Device | None = None,
-):
+) -> Qwen3TTS:
     """Load a Qwen3-TTS 12 Hz checkpoint from a local folder or a Hugging Face repo id.
 
     Args:
@@ -231,22 +152,27 @@ def load(
             Default: MLX's default device (the GPU on Apple silicon).
 
     Returns:
-        Qwen3TTS: the loaded model.
+        Qwen3TTS: the loaded model. Its MLX work runs on a thread of its own (`runtime.py`).
 
     Raises:
         ModelLoadError: the folder or repo is missing, incomplete, corrupt or not Qwen3-TTS,
             or the device is not available.
     """
     device = parse_device(device)
-    with mx.stream(device):
-        return _load(resolve_path(path_or_repo), dtype, device)
+    dtype = parse_dtype(dtype)
+    folder = resolve_path(path_or_repo)
+    thread = ModelThread(device)
+    try:
+        tts = thread.run(_load, folder, dtype, device, thread)
+    except BaseException:
+        thread.stop()
+        raise
+    # The thread stops (clearing its MLX streams) once nothing uses the model any more.
+    weakref.finalize(tts.engine, thread.stop, None)
+    return tts
 
 
-def _load(folder: Path, dtype: str | mx.Dtype | None, device: mx.Device):
-    from .speech_tokenizer import SpeechTokenizer
-    from .text_tokenizer import TextTokenizer
-    from .tts import Qwen3TTS
-
+def _load(folder: Path, dtype: mx.Dtype | None, device: mx.Device, thread: ModelThread) -> Qwen3TTS:
     model = load_model(folder, dtype)
     if device == mx.cpu:
         use_float32_matmuls(model)
@@ -256,11 +182,11 @@ def _load(folder: Path, dtype: str | mx.Dtype | None, device: mx.Device):
             f"{folder} lacks speech_tokenizer/config.json; every Qwen3-TTS checkpoint ships its "
             "12 Hz speech tokenizer in that subfolder."
         )
-    return Qwen3TTS(
+    return Qwen3TTS.build(
         model=model,
         text_tokenizer=TextTokenizer.from_folder(folder),
         speech_tokenizer=SpeechTokenizer.from_pretrained(speech_folder),
         generation_defaults=read_json(folder / "generation_config.json", required=False) or {},
         path=folder,
-        device=device,
+        thread=thread,
     )

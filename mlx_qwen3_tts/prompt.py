@@ -7,6 +7,7 @@ talker's codec embedding.
 """
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import mlx.core as mx
 
@@ -39,6 +40,34 @@ class Prompt:
     prefix_len: int = 0
 
 
+class TextSource(Protocol):
+    """The text side of the frames' feedback: what the frame loop adds to frame `step`'s codes.
+
+    A prompt's trailing text (`FixedText`), or text that is still arriving (`text_stream.py`).
+    """
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of the text to speak so far (the runaway guard's frame cap grows with them)."""
+        ...
+
+    def embedding(self, step: int) -> mx.array:
+        """`[1, H]` text embedding added to frame `step`'s feedback."""
+        ...
+
+
+@dataclass
+class FixedText:
+    """A prompt's trailing text embeddings, then `pad` (`tts_pad`) once they run out."""
+
+    trailing: mx.array
+    pad: mx.array
+    tokens: int
+
+    def embedding(self, step: int) -> mx.array:
+        return self.trailing[step : step + 1] if step < self.trailing.shape[0] else self.pad
+
+
 class PromptEmbedder:
     """The talker's embedding functions plus the special embeddings, computed once per load."""
 
@@ -56,6 +85,9 @@ class PromptEmbedder:
 
     def text(self, ids: list[int]) -> mx.array:
         return self.model.talker.embed_text(mx.array(ids, mx.int32))
+
+    def fixed_text(self, prompt: Prompt) -> FixedText:
+        return FixedText(prompt.trailing, self.tts_pad, prompt.text_tokens)
 
     def codec(self, ids: list[int]) -> mx.array:
         return self.model.talker.embed_codec(mx.array(ids, mx.int32))

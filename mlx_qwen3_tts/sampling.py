@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from .errors import SynthesisError
+from .tokens import TALKER_CONTROL_ROWS
 
 MIN_NEW_TOKENS = 2  # hard-coded in the reference's talker `generate`
 
@@ -41,9 +42,9 @@ def apply_repetition_penalty(logits: mx.array, seen: mx.array, penalty: float) -
 
 
 def talker_ban_mask(vocab_size: int, eos_id: int) -> mx.array:
-    """`[V]` bool: the ids the talker may never sample (the top 1024 rows except EOS, §3.7)."""
+    """`[V]` bool: the ids the talker may never sample (its control rows except EOS, §3.7)."""
     ids = mx.arange(vocab_size)
-    return (ids >= vocab_size - 1024) & (ids != eos_id)
+    return (ids >= vocab_size - TALKER_CONTROL_ROWS) & (ids != eos_id)
 
 
 def process_talker_logits(
@@ -89,16 +90,21 @@ def filter_logits(logits: mx.array, settings: SamplerSettings) -> mx.array:
     return apply_top_p(apply_top_k(logits, settings.top_k), settings.top_p)
 
 
-def sample(logits: mx.array, settings: SamplerSettings, key: mx.array) -> mx.array:
+# One uniform number per row, each from its row's key: the same number as `uniform(key=keys[b])`.
+_uniform_rows = mx.vmap(lambda key: mx.random.uniform(shape=(1,), key=key))
+
+
+def sample(logits: mx.array, settings: SamplerSettings, keys: mx.array) -> mx.array:
     """Token ids `[B]` (uint32) from logits `[B, V]`; argmax when `temperature == 0`.
 
-    Draws by inverting the CDF with one uniform number per row: the same distribution as a
-    Gumbel-max categorical, without generating V random numbers per token (16 draws a frame).
+    Row b draws with its own key `keys[b]` (`keys` is `[B, 2]`), so a row of a batch draws what
+    it would alone. Draws by inverting the CDF with one uniform number per row: the same
+    distribution as a Gumbel-max categorical, without generating V random numbers per token.
     """
     if settings.temperature == 0:
         return mx.argmax(logits, axis=-1).astype(mx.uint32)
     probs = mx.softmax(filter_logits(logits.astype(mx.float32), settings), axis=-1)
     cdf = mx.cumsum(probs, axis=-1)
-    u = mx.random.uniform(shape=(logits.shape[0], 1), key=key) * cdf[:, -1:]
+    u = _uniform_rows(keys) * cdf[:, -1:]
     # The first id whose cumulative probability exceeds u; zero-probability ids are never it.
     return mx.sum(cdf <= u, axis=-1).astype(mx.uint32)

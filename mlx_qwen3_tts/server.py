@@ -42,18 +42,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from .errors import (
-    AudioError,
-    EmptyTextError,
-    InstructUnsupportedError,
-    Qwen3TTSError,
-    UnknownSpeakerError,
-    UnsupportedLanguageError,
-    VoiceCloneUnsupportedError,
-)
-from .loading import load
-from .tts import Qwen3TTS
-from .voice_prompt import VoicePrompt, list_voices, voices_dir
+from . import Qwen3TTS, Qwen3TTSError, UnknownSpeakerError, VoicePrompt, list_voices, voices_dir
+from .loading import DTYPES, load
 
 try:
     import uvicorn
@@ -74,9 +64,12 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "m
                  "onyx", "sage", "shimmer", "verse")
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 PLACEHOLDER_VOICE = "default"
-PREFERRED_SPEAKER = "vivian"  # the CLI's default speaker, when the checkpoint has it
 MAX_INPUT_CHARS = 4096  # OpenAI's limit
 MAX_QUEUE = 32
+# The body limit: `input` at its longest, each character as JSON may write it (a character outside
+# the BMP escaped as two \uXXXX units), plus room for the other fields (`instructions`, ...).
+JSON_BYTES_PER_CHAR = 12
+BODY_OVERHEAD = 65536
 MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
 FORMATS = ("mp3", "wav", "flac", "pcm")
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
@@ -101,19 +94,21 @@ class ApiError(Exception):
         return JSONResponse({"error": self.body()}, status_code=self.status)
 
 
-# Which request field a library error is about.
-_ERROR_PARAMS = (
-    (EmptyTextError, "input"), (UnknownSpeakerError, "voice"), (VoiceCloneUnsupportedError, "voice"),
-    (UnsupportedLanguageError, "language"), (InstructUnsupportedError, "instructions"),
-    (AudioError, "voice"),
-)
+# The request field that carries each library argument (the library names its arguments in
+# errors; a client sees these instead).
+REQUEST_FIELDS = {"text": "input", "instruct": "instructions", "speaker": "voice", "voice": "voice",
+                  "ref_audio": "voice", "ref_text": "voice", "language": "language", "seed": "seed",
+                  "speed": "speed"}
+
+
+def _field_name(name: str) -> str:
+    return f"'{REQUEST_FIELDS[name]}'" if name in REQUEST_FIELDS else name
 
 
 def _library_error(e: Qwen3TTSError) -> ApiError:
     """A 400 for an argument the checkpoint cannot use, coded after the error class."""
-    param = next((p for cls, p in _ERROR_PARAMS if isinstance(e, cls)), None)
     code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(e).__name__).lower().removesuffix("_error")
-    return ApiError(400, str(e), param, code)
+    return ApiError(400, e.render(_field_name), REQUEST_FIELDS.get(e.param or ""), code)
 
 
 # ----------------------------------------------------------------------------- audio encoding
@@ -355,14 +350,15 @@ class Voices:
     """
 
     def __init__(self, tts: Qwen3TTS, default: str | None = None, folder: str | Path | None = None):
-        self.mode = tts.model_type
-        self.speakers = tts.speakers
+        self.caps = tts.capabilities
+        self.mode = self.caps.model_type
+        self.speakers = list(self.caps.speakers)
         self.folder = Path(folder) if folder is not None else voices_dir()
         self.default = self._default(default)
 
     def _default(self, default: str | None) -> str | None:
         if self.mode == "custom_voice":
-            name = default or (PREFERRED_SPEAKER if PREFERRED_SPEAKER in self.speakers else self.speakers[0])
+            name = default or self.caps.default_speaker
             if name.lower() not in self.speakers:
                 raise UnknownSpeakerError(f"Default voice {name!r} is not a speaker of this model. "
                                           f"Speakers: {', '.join(self.speakers)}.")
@@ -610,7 +606,7 @@ class _Server:
 
     async def speech(self, request: Request) -> Response:
         self._authorize(request)
-        body = await _read_json(request, 8 * self.config.max_input_chars + 65536)
+        body = await _read_json(request, JSON_BYTES_PER_CHAR * self.config.max_input_chars + BODY_OVERHEAD)
         req = parse_speech(body, self.config.max_input_chars)
         self._check_model(req.model)
         job = self._job(req)
@@ -738,7 +734,7 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--model", type=str, required=True, help="Checkpoint folder or Hugging Face repo id.")
-    add("--dtype", type=str, default=None, choices=["float32", "float16", "bfloat16"],
+    add("--dtype", type=str, default=None, choices=list(DTYPES),
         help="Talker dtype. Default: as stored.")
     add("--host", type=str, default="127.0.0.1", help="Address to listen on. Default: 127.0.0.1")
     add("--port", type=int, default=8000, help="Port to listen on. Default: 8000")

@@ -16,11 +16,12 @@ import numpy as np
 
 from .audio import prepare_audio, read_audio
 from .errors import AudioError, ModelLoadError
-from .loading import cast_weights, load_weights_strict, read_json, read_safetensors
 from .models.codec import SpeechTokenizerConfig, SpeechTokenizerModel
 from .models.codec.layers import state_arrays
+from .weights import cast_weights, load_weights_strict, read_json, read_safetensors
 
 DecodeMode = Literal["exact", "reference"]
+DECODE_MODES: tuple[str, ...] = ("exact", "reference")
 
 
 def _resolve_folder(path: str | os.PathLike) -> Path:
@@ -38,7 +39,7 @@ def load_model(path: str | os.PathLike, dtype: mx.Dtype = mx.float32) -> SpeechT
     folder = _resolve_folder(path)
     config_path = folder / "config.json"
     model = SpeechTokenizerModel(SpeechTokenizerConfig.from_dict(read_json(config_path), str(config_path)))
-    weights = cast_weights(model.sanitize(read_safetensors(folder, "*.safetensors")), dtype)
+    weights = cast_weights(model.sanitize(read_safetensors(folder)), dtype)
     load_weights_strict(model, weights, str(folder))
     mx.eval(model.parameters())
     return model
@@ -122,13 +123,13 @@ class SpeechTokenizer:
         Raises:
             AudioError: codes of the wrong shape, dtype or range; an unknown mode.
         """
+        if mode not in DECODE_MODES:
+            raise AudioError(f"`mode` must be 'exact' or 'reference', got {mode!r}.", "mode")
         c = self._check_codes(codes)
         if mode == "exact":
             wav = self.model.decoder.streamed_decode(c)
-        elif mode == "reference":
-            wav = self.model.decoder.chunked_decode(c)
         else:
-            raise AudioError(f"mode must be 'exact' or 'reference', got {mode!r}.")
+            wav = self.model.decoder.chunked_decode(c)
         return np.array(wav[0].astype(mx.float32))
 
     def stream_decoder(self) -> "StreamingDecoder":

@@ -549,6 +549,28 @@ def write_text_tokenizer(path: Path) -> None:
     (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
 
+# --------------------------------------------------------------------------- teacher forcing
+
+
+def teacher_forced_logits(code_predictor, past_hidden: mx.array, c0_embed: mx.array,
+                          codes: mx.array) -> mx.array:
+    """Logits of every code-predictor head for one frame given its codes (parity tests, benchmarks).
+
+    Args:
+        code_predictor: a loaded `models.code_predictor.CodePredictor`.
+        past_hidden: `[B, H]` talker post-norm hidden state of the step that sampled c0.
+        c0_embed: `[B, H]` talker codec embedding of c0.
+        codes: `[B, G-1]` integer codes c1..c15 (only c1..c14 are fed back).
+
+    Returns:
+        `[B, G-1, vocab]` logits; row j predicts c_{j+1}.
+    """
+    embeds = [past_hidden, c0_embed]
+    embeds += [emb(codes[:, j]) for j, emb in enumerate(code_predictor.model.codec_embedding[:-1])]
+    h = code_predictor(mx.stack(embeds, axis=1))
+    return mx.stack([head(h[:, j + 1]) for j, head in enumerate(code_predictor.lm_head)], axis=1)
+
+
 # --------------------------------------------------------------------------- writer
 
 

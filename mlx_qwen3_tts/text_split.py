@@ -1,4 +1,4 @@
-"""Splitting long text into pieces the model speaks well, and joining their audio.
+"""Splitting long text into pieces the model speaks well (`synthesis.Joiner` joins their audio).
 
 Texts up to `SPLIT_CHARS` characters are never split, so they stay identical to the official
 model's output. Longer ones are cut at sentence ends, then clause marks, then spaces, into pieces
@@ -8,10 +8,7 @@ of at most `SPLIT_CHARS` characters.
 import re
 import unicodedata
 
-import numpy as np
-
 SPLIT_CHARS = 300
-CROSSFADE_SECONDS = 0.02
 
 # Sentence ends (Latin and CJK), then clause marks; each keeps its punctuation and what follows.
 _SENTENCE = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|(?<=[。！？])")
@@ -62,16 +59,3 @@ def split_text(text: str, limit: int = SPLIT_CHARS) -> list[str]:
         else:
             pieces.append(piece)
     return pieces
-
-
-def crossfade(a: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Overlap the last `n` samples of `a` with the first `n` of `b` (equal-gain linear fade).
-
-    Returns `(a without its tail, b with the blended head)`, so streams can emit `a` at once.
-    """
-    n = min(n, len(a), len(b))
-    if n == 0:
-        return a, b
-    ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-    head = a[-n:] * (1 - ramp) + b[:n] * ramp
-    return a[:-n], np.concatenate([head, b[n:]])

@@ -4,30 +4,56 @@ Uses the reference's streaming-text prompt layout (§3.4 A), where text tokens e
 the prefill needs only the first token, and frame `s` feeds back token `s + 1`. The session keeps
 `lookahead` tokens ahead of the frame loop and waits (rather than padding) while the text runs
 short, so speech never ends early. Only whole pre-tokens are committed: the BPE ids of a word
-that is still arriving can change, those of the words before it cannot.
+that is still arriving can change, those of the words before it cannot. Each `feed` tokenizes
+only the text after the last committed pre-token, so a long stream of small feeds stays linear.
 
     with tts.open_stream(speaker="ryan", language="english") as s:
-        for piece in llm_pieces:
+        for piece in pieces_of_text:    # e.g. an LLM's output as it arrives
             s.feed(piece)
             for chunk in s.audio():   # whatever audio is ready, never blocking on more text
-                play(chunk.audio)
+                handle(chunk.audio)
         for chunk in s.finish():      # the rest
-            play(chunk.audio)
+            handle(chunk.audio)
 """
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
 from .errors import EmptyTextError, ModeError, SynthesisError
-from .generate import Frame, RunawayGuard, generate_step
-from .prompt import Prompt
+from .generate import Frame
+from .request import SAMPLING_ARGUMENTS, Request, check_seed, check_str, make_guard
+from .runtime import ModelThread
+from .synthesis import (
+    CHUNK_FRAMES,
+    FIRST_CHUNK_FRAMES,
+    AudioChunk,
+    Chunker,
+    Engine,
+    check_chunk_sizes,
+    warn_runaway,
+)
 
-if TYPE_CHECKING:
-    from .tts import AudioChunk, Qwen3TTS
+
+class StreamedText:
+    """The text source of a session: committed tokens, fed back one per frame (`TextSource`)."""
+
+    def __init__(self, engine: Engine):
+        self.embedder = engine.embedder
+        self.ids: list[int] = []
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids)
+
+    def embedding(self, step: int) -> mx.array:
+        i = step + 1  # frame `step` feeds back token `step + 1` (token 0 is in the prefill)
+        if i < len(self.ids):
+            return self.embedder.text(self.ids[i : i + 1])
+        return self.embedder.tts_eos if i == len(self.ids) else self.embedder.tts_pad
 
 
 class TextStream:
@@ -35,30 +61,38 @@ class TextStream:
 
     def __init__(
         self,
-        tts: "Qwen3TTS",
+        engine: Engine,
+        thread: ModelThread,
         lookahead: int = 2,
-        chunk_frames: int = 12,
-        first_chunk_frames: int = 2,
-        runaway_guard: bool | RunawayGuard = True,
+        chunk_frames: int = CHUNK_FRAMES,
+        first_chunk_frames: int = FIRST_CHUNK_FRAMES,
+        runaway_guard: Any = True,
         **kwargs: Any,
     ):
-        if lookahead < 0 or chunk_frames < 1 or first_chunk_frames < 1:
-            raise SynthesisError("lookahead must be >= 0 and chunk sizes >= 1.")
+        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
+            raise SynthesisError(f"`lookahead` must be an integer >= 0, got {lookahead!r}.", "lookahead")
+        self.sizes = check_chunk_sizes(first_chunk_frames, chunk_frames)
         if kwargs.get("non_streaming_mode"):
-            raise ModeError("Text streamed in needs the streaming-text layout (non_streaming_mode=False).")
-        self.tts = tts
-        self.lookahead = lookahead
-        self.sizes = (first_chunk_frames, chunk_frames)
-        self.kwargs = {**kwargs, "non_streaming_mode": False}
-        self.guard = RunawayGuard() if runaway_guard is True else (runaway_guard or None)
-        self.seed = tts._seed(self.kwargs.pop("seed", None))
-        self.text = ""
-        self.tokens: list[int] = []
+            raise ModeError("Text streamed in needs the streaming-text layout; leave out "
+                            "`non_streaming_mode`.", "non_streaming_mode")
+        kwargs["non_streaming_mode"] = False
+        self.engine, self.thread, self.lookahead = engine, thread, lookahead
+        builder = engine.builder
+        self.seed = check_seed(kwargs.pop("seed", None))
+        self.guard = make_guard(runaway_guard)
+        sampling = {k: kwargs.pop(k) for k in list(kwargs) if k in SAMPLING_ARGUMENTS}
+        self.config, _ = builder.sampling(**sampling)
+        self.voice = thread.run(builder.voice, **kwargs)
+        if self.voice.ref_codes is not None:
+            raise ModeError(
+                "In-context voice clones need the whole text before the prefill; stream with an "
+                "x-vector voice (create_voice_prompt(ref_audio) without `ref_text`) instead.", "ref_text")
+        self.text = StreamedText(engine)
+        self.tail = ""  # text after the last committed pre-token
         self.finished = False
-        self.prompt: Prompt | None = None
+        self.request: Request | None = None
         self.frames: Iterator[Frame] | None = None
-        self.produced = 0
-        self.pending: list[np.ndarray] = []
+        self.chunker = Chunker(*self.sizes)
         self.reasons: list[str | None] = [None]
         self.done = False
         self.start = time.perf_counter()
@@ -67,70 +101,52 @@ class TextStream:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.frames = None
+        self.close()
+
+    def close(self) -> None:
+        """Stop generating (the frame loop is dropped on the model's thread)."""
+        frames, self.frames = self.frames, None
+        if frames is not None:
+            self.thread.run(frames.close)
 
     def feed(self, text: str) -> None:
         """Add text; tokens are committed up to the last complete pre-token."""
         if self.finished:
             raise SynthesisError("feed() after finish(); open a new stream.")
-        if not isinstance(text, str):
-            raise SynthesisError(f"feed() takes str, got {type(text).__name__}.")
-        self.text += text
-        self._commit(final=False)
+        text = check_str(text, "text")
+        ids, self.tail = self.engine.text_tokenizer.encode_stable(self.tail + text)
+        self.text.ids += ids
 
-    def audio(self) -> Iterator["AudioChunk"]:
+    def audio(self) -> Iterator[AudioChunk]:
         """Audio chunks ready with the text fed so far; returns when more text is needed."""
-        yield from self._run(final=False)
+        return self.thread.iterate(lambda: self._steps(final=False))
 
-    def finish(self) -> Iterator["AudioChunk"]:
+    def finish(self) -> Iterator[AudioChunk]:
         """Commit the rest of the text and generate to the end; the last chunk is final."""
-        self.finished = True
-        self._commit(final=True)
-        yield from self._run(final=True)
+        if not self.finished:
+            self.finished = True
+            tok = self.engine.text_tokenizer
+            self.text.ids += tok.encode_pre_tokens(tok.pre_tokens(self.tail))
+            self.tail = ""
+        return self.thread.iterate(lambda: self._steps(final=True))
 
     # ----------------------------------------------------------------------- internals
 
-    def _commit(self, final: bool) -> None:
-        tok = self.tts.text_tokenizer
-        pieces = tok.pre_tokens(self.text)
-        self.tokens = tok.encode_pre_tokens(pieces if final else pieces[:-1])
-        if self.prompt is not None:
-            self.prompt.text_tokens = len(self.tokens)
-
     def _ready(self) -> bool:
         """Enough text committed for the next frame: producing frame s reads token s + 1."""
-        return self.finished or len(self.tokens) > self.produced + 1 + self.lookahead
+        return self.finished or self.text.tokens > self.chunker.emitted + len(self.chunker.pending) + 1 \
+            + self.lookahead
 
     def _start(self) -> None:
-        if not self.tokens:
+        if not self.text.ids:
             raise EmptyTextError("The streamed text has no tokens to speak; feed() some text first.")
-        # Build the prompt from the first token only; the rest is fed by `_text_at`.
-        request = self.tts._request(self.text, seed=self.seed, text_ids=self.tokens[:1], **self.kwargs)
-        if request.prompt.ref_codes is not None:
-            raise ModeError(
-                "In-context voice clones need the whole text before the prefill; stream with an "
-                "x-vector voice (create_voice_prompt(ref_audio) without ref_text) instead."
-            )
-        self.prompt = request.prompt
-        self.prompt.text_tokens = len(self.tokens)
-        self.decoder = self.tts.speech_tokenizer.stream_decoder()
-        self.frames = generate_step(
-            self.tts.model.talker, [self.prompt], self.tts.embedder.tts_pad, request.config,
-            mx.random.key(self.seed), self.guard, self._text_at, self.tts._prefix(self.prompt),
-        )
+        # The prompt holds the first token only; the rest is fed back by `StreamedText`.
+        self.request = self.engine.builder.request(self.text.ids[:1], self.voice, self.config, self.seed,
+                                                   self.guard)
+        self.decoder = self.engine.stream_decoder(self.request)
+        self.frames = self.engine.frames([self.request], [self.text])
 
-    def _text_at(self, step: int) -> mx.array:
-        e = self.tts.embedder
-        i = step + 1
-        if i < len(self.tokens):
-            return e.text(self.tokens[i : i + 1])
-        return e.tts_eos if i == len(self.tokens) else e.tts_pad
-
-    def _run(self, final: bool) -> Iterator["AudioChunk"]:
-        with mx.stream(self.tts.device):
-            yield from self._steps(final)
-
-    def _steps(self, final: bool) -> Iterator["AudioChunk"]:
+    def _steps(self, final: bool) -> Iterator[AudioChunk]:
         if self.frames is None:
             if self.done or not self._ready():
                 return
@@ -141,22 +157,18 @@ class TextStream:
                 self.done = True
                 break
             self.reasons = frame.reasons
-            self.pending.append(np.array(frame.codes[0]))
-            self.produced += 1
-            size = self.sizes[0] if self.produced == len(self.pending) else self.sizes[1]
-            if len(self.pending) >= size:
-                yield self._chunk(False)
+            chunk = self.chunker.add(frame.codes[0])
+            if chunk is not None:
+                yield self._chunk(chunk, False)
         if final:
-            yield self._chunk(True)
+            yield self._chunk(self.chunker.take(), True)
 
-    def _chunk(self, final: bool) -> "AudioChunk":
-        from .tts import AudioChunk, _warn_runaway
-
-        wav = self.tts._decode_stream(self.decoder, self.pending) if self.pending else np.zeros(0, np.float32)
-        n, self.pending = len(self.pending), []
-        chunk = AudioChunk(wav, self.tts.sample_rate, n, self.produced, final,
+    def _chunk(self, codes: np.ndarray, final: bool) -> AudioChunk:
+        wav = self.engine.decode_chunk(self.decoder, codes)
+        total = self.chunker.emitted
+        chunk = AudioChunk(wav, self.engine.sample_rate, len(codes), total, final,
                            time.perf_counter() - self.start)
         if final:
             chunk.finish_reason, chunk.seed = self.reasons[0] or "length", self.seed
-            _warn_runaway([chunk.finish_reason])
+            warn_runaway(chunk.finish_reason)
         return chunk

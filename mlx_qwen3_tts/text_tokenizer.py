@@ -86,6 +86,16 @@ class TextTokenizer:
         """BPE ids of pieces from `pre_tokens`: each piece's ids never depend on what follows."""
         return [t.id for piece in pieces for t in self._tokenizer.model.tokenize(piece)]
 
+    def encode_stable(self, text: str) -> tuple[list[int], str]:
+        """Ids of the pre-tokens of `text` that text appended later cannot change (all but the
+        last), and the normalized rest, to be tokenized again with what follows it."""
+        normalized = self._tokenizer.normalizer.normalize_str(text)
+        pieces = self._tokenizer.pre_tokenizer.pre_tokenize_str(normalized)
+        if len(pieces) <= 1:
+            return [], normalized
+        rest = pieces[-1][1][0]
+        return self.encode_pre_tokens([p for p, _ in pieces[:-1]]), normalized[rest:]
+
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
 

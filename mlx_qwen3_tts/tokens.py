@@ -60,3 +60,6 @@ SAMPLE_RATE = 24000
 SAMPLES_PER_FRAME = 1920
 FRAME_RATE = SAMPLE_RATE / SAMPLES_PER_FRAME  # 12.5 Hz
 CODEBOOK_SIZE = 2048
+NUM_CODE_GROUPS = 16  # codebooks per frame: c0 from the talker, c1..c15 from the code predictor
+# The talker's top rows are control and speaker ids: suppressed when sampling, except EOS (§3.7).
+TALKER_CONTROL_ROWS = 1024

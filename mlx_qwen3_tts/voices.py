@@ -47,7 +47,7 @@ class Language(_Named):
     def _error(cls, value) -> Exception:
         return UnsupportedLanguageError(
             f"Unsupported language {value!r}. Supported: {', '.join(cls.names())} "
-            "(dialects come with the speakers dylan and eric)."
+            "(dialects come with the speakers dylan and eric).", "language"
         )
 
 
@@ -64,4 +64,5 @@ class Speaker(_Named):
 
     @classmethod
     def _error(cls, value) -> Exception:
-        return UnknownSpeakerError(f"Unknown speaker {value!r}. Released speakers: {', '.join(cls.names())}.")
+        return UnknownSpeakerError(f"Unknown speaker {value!r}. Released speakers: {', '.join(cls.names())}.",
+                                   "speaker")

@@ -48,10 +48,10 @@ CUSTOM_VOICE_CASES = [
     ("whitespace text", dict(text=" \n\t "), qt.EmptyTextError, "empty"),
     ("punctuation only", dict(text="?!... --"), qt.EmptyTextError, "no letters or digits"),
     ("emoji only", dict(text="😀🎉👍"), qt.EmptyTextError, "no letters or digits"),
-    ("None text", dict(text=None), qt.SynthesisError, "text must be a str, got NoneType"),
-    ("bytes text", dict(text=b"hello"), qt.SynthesisError, "text must be a str, got bytes"),
+    ("None text", dict(text=None), qt.SynthesisError, "`text` must be a str, got NoneType"),
+    ("bytes text", dict(text=b"hello"), qt.SynthesisError, "`text` must be a str, got bytes"),
     ("unknown speaker", dict(speaker="bob"), qt.UnknownSpeakerError, "Unknown speaker 'bob'.*vivian"),
-    ("missing speaker", dict(speaker=None), qt.UnknownSpeakerError, "needs a speaker; choose one of"),
+    ("missing speaker", dict(speaker=None), qt.UnknownSpeakerError, "needs a `speaker`; choose one of"),
     ("unknown language", dict(language="elvish"), qt.UnsupportedLanguageError, "Supported: auto"),
     ("dialect as language", dict(language="beijing_dialect"), qt.UnsupportedLanguageError,
      "dialects come with the speakers"),
@@ -63,14 +63,14 @@ CUSTOM_VOICE_CASES = [
     ("top_p zero", dict(top_p=0.0), qt.SynthesisError, r"top_p must be in \(0, 1\]"),
     ("top_p above one", dict(top_p=1.2), qt.SynthesisError, r"top_p must be in \(0, 1\]"),
     ("negative top_k", dict(top_k=-1), qt.SynthesisError, "top_k must be an integer >= 0"),
-    ("float top_k", dict(top_k=2.5), qt.SynthesisError, "top_k must be an integer"),
+    ("float top_k", dict(top_k=2.5), qt.SynthesisError, "`top_k` must be an integer"),
     ("zero repetition penalty", dict(repetition_penalty=0), qt.SynthesisError,
-     "repetition_penalty must be > 0"),
+     "`repetition_penalty` must be > 0"),
     ("negative subtalker temperature", dict(subtalker_temperature=-1), qt.SynthesisError,
      "temperature"),
-    ("zero max_frames", dict(max_frames=0), qt.SynthesisError, "max_frames must be a positive integer"),
+    ("zero max_frames", dict(max_frames=0), qt.SynthesisError, "`max_frames` must be a positive integer"),
     ("negative max_frames", dict(max_frames=-3), qt.SynthesisError, "max_frames"),
-    ("negative seed", dict(seed=-1), qt.SynthesisError, "seed must be a non-negative integer"),
+    ("negative seed", dict(seed=-1), qt.SynthesisError, r"`seed` must be an integer in \[0, 2\*\*64\)"),
     ("typo in argument", dict(temprature=0.5), qt.SynthesisError,
      r"Unknown argument\(s\) \['temprature'\]"),
 ]
@@ -106,11 +106,11 @@ def test_instruct_is_for_17b_custom_voice_and_voice_design(cv17, design):
 
 
 BASE_CASES = [
-    ("speaker on Base", dict(speaker="vivian", ref_audio=(tone(), SR)), qt.ModeError, "not speaker"),
+    ("speaker on Base", dict(speaker="vivian", ref_audio=(tone(), SR)), qt.ModeError, "not `speaker`"),
     ("instruct on Base", dict(instruct="slow", ref_audio=(tone(), SR)), qt.InstructUnsupportedError,
      "Base checkpoints do not follow"),
-    ("nothing to clone", dict(), qt.ModeError, "exactly one of ref_audio or voice"),
-    ("empty ref text", dict(ref_audio=(tone(), SR), ref_text=""), qt.SynthesisError, "ref_text is empty"),
+    ("nothing to clone", dict(), qt.ModeError, "pass `ref_audio`"),
+    ("empty ref text", dict(ref_audio=(tone(), SR), ref_text=""), qt.SynthesisError, "`ref_text` is empty"),
     ("empty audio", dict(ref_audio=(np.zeros(0, np.float32), SR)), qt.AudioError, "audio is empty"),
     ("silent audio", dict(ref_audio=(np.zeros(SR, np.float32), SR)), qt.AudioError, "silent"),
     ("too short audio", dict(ref_audio=(tone(0.02), SR)), qt.AudioError, "too short|at least"),
@@ -156,5 +156,5 @@ def test_valid_references_of_any_rate_and_channels(base, tmp_path, channels, sr)
 def test_truncated_checkpoint_folder(tmp_path, checkpoint):
     folder = shutil.copytree(checkpoint(), tmp_path / "ck")
     (folder / "model.safetensors").unlink()
-    with pytest.raises(qt.ModelLoadError, match="no model\\*.safetensors"):
+    with pytest.raises(qt.ModelLoadError, match="has no model.safetensors"):
         qt.load(folder)

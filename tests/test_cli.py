@@ -125,20 +125,22 @@ def test_text_file_to_flac_with_speaker_and_language(cv, tmp_path):
     assert info.format == "FLAC" and info.samplerate == 24000 and info.frames == 5 * SAMPLES_PER_FRAME
 
 
-def test_five_thousand_characters_from_a_file(cv, tmp_path):
+def test_five_thousand_characters_from_a_file(checkpoint, tmp_path):
     """A long text is split into pieces by the library, spoken and joined into one file."""
     from mlx_qwen3_tts.text_split import split_text
 
     text = " ".join(f"Line {i} of a long story, read from a file by the command line." for i in range(80))
-    assert len(text) >= 5000
+    assert len(text) >= 5000 and len(split_text(text)) > 10
     (tmp_path / "long.txt").write_text(text, encoding="utf-8")
-    proc = run_cli("--model", cv, "--text-file", "long.txt", "--max-frames", 2, "--seed", 0,
+    # A checkpoint that ends each piece by EOS after a few frames, so every piece is spoken.
+    model = checkpoint("tiny-0.6b", "custom_voice", eos_scale=40.0)
+    proc = run_cli("--model", model, "--text-file", "long.txt", "--speaker", "ryan", "--seed", 0,
                    "--out", "long.wav", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    n = len(split_text(text))
-    info = sf.info(tmp_path / "long.wav")
-    # Two frames per piece, pieces overlapped by a 20 ms crossfade.
-    assert info.samplerate == 24000 and info.frames == n * 2 * SAMPLES_PER_FRAME - (n - 1) * 480
+    audio, sr = read_pcm(tmp_path / "long.wav")
+    expected = qt.load(model).generate(text, speaker="ryan", seed=0)
+    assert sr == 24000 and expected.finish_reason == "eos"
+    np.testing.assert_allclose(audio, np.clip(expected.audio, -1, 1), atol=PCM16_TOL)
 
 
 def test_standard_input_to_ogg_quietly(cv, tmp_path):
@@ -257,7 +259,7 @@ def test_clone_on_custom_voice_exits_2_naming_the_base_model(cv, tmp_path, capsy
 
 
 @pytest.mark.parametrize("variant,argv,message", [
-    ("base", [], "pass --ref-audio FILE"),
+    ("base", [], "pass --ref-audio (and --ref-text"),
     ("voice_design", ["--speaker", "vivian"], "describe the voice with --instruct"),
 ])
 def test_mode_errors_name_the_flags(checkpoint, variant, argv, message, capsys):

@@ -11,9 +11,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx_lm.models.base import create_causal_mask
+from numpy_ref import codec as ref
 
 from mlx_qwen3_tts.models.codec.layers import state_arrays
-from mlx_qwen3_tts.numpy_ref import codec as ref
 from mlx_qwen3_tts.speech_tokenizer import SpeechTokenizer
 from mlx_qwen3_tts.testing import write_speech_tokenizer
 

@@ -7,10 +7,10 @@ uses are checked on a GPU machine too, against `mx.conv1d` / `mx.conv_transpose1
 import mlx.core as mx
 import numpy as np
 import pytest
+from numpy_ref import codec as ref
 
 from mlx_qwen3_tts.models.codec import layers
 from mlx_qwen3_tts.models.codec.layers import conv1d, conv_impl, conv_transpose1d, set_conv_impl
-from mlx_qwen3_tts.numpy_ref import codec as ref
 from mlx_qwen3_tts.speech_tokenizer import SpeechTokenizer
 from mlx_qwen3_tts.testing import write_speech_tokenizer
 

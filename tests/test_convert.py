@@ -34,7 +34,7 @@ def params(module: nn.Module) -> dict[str, mx.array]:
 
 def first_step_logits(tts) -> np.ndarray:
     """The talker's c0 logits for the first frame of a CustomVoice prompt, float64."""
-    prompt = tts._request(TEXT, speaker="vivian").prompt
+    prompt = tts.job(TEXT, speaker="vivian").requests[0].prompt
     logits, _ = tts.model.talker(prompt.prefill[None])
     return np.array(logits[0, -1].astype(mx.float32), np.float64)
 
@@ -210,7 +210,7 @@ def test_bad_options(tiny_q, work, kwargs, match):
 
 
 def test_missing_source(work):
-    with pytest.raises(ModelLoadError, match="neither an existing folder"):
+    with pytest.raises(ModelLoadError, match="no such folder"):
         cv.convert(str(work / "no-such-checkpoint"), work / "out-missing")
     assert not (work / "out-missing").exists()
 

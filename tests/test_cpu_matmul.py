@@ -82,7 +82,7 @@ def bf16_folder(checkpoint):
 
 
 def first_logits(tts) -> mx.array:
-    prompt = tts._request(TEXT, speaker="vivian").prompt
+    prompt = tts.job(TEXT, speaker="vivian").requests[0].prompt
     logits, _ = tts.model.talker(prompt.prefill[None])
     return logits[0, -1]
 

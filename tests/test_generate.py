@@ -58,7 +58,7 @@ def case_setup(name: str, models):
 @pytest.mark.parametrize("name", CASES)
 def test_greedy_matches_official(models, name):
     tts, fx, kwargs = case_setup(name, models)
-    prompt = tts._request(**kwargs).prompt
+    prompt = tts.job(**kwargs).requests[0].prompt
     np.testing.assert_allclose(np.array(prompt.prefill), fx["prefill"], atol=1e-5)
     np.testing.assert_allclose(np.array(prompt.trailing), fx["trailing"], atol=1e-5)
     result = tts.generate(**kwargs, **GREEDY, max_frames=len(fx["codes"]), decode_mode="reference")

@@ -46,7 +46,7 @@ def test_tiny_checkpoints_load(checkpoint, size, variant):
                                     "ono_anna", "sohee"]) if variant == "custom_voice" else [])
     assert tts.languages[0] == "auto" and len(tts.languages) == 11
     assert tts.sample_rate == 24000
-    assert tts.generation_defaults["max_new_tokens"] == 8192
+    assert tts.engine.builder.defaults.max_frames == 8192 - 1
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_empty_folder(tmp_path):
 
 
 def test_not_a_folder_nor_repo_id(tmp_path):
-    with pytest.raises(ModelLoadError, match="neither an existing folder nor"):
+    with pytest.raises(ModelLoadError, match="no such folder, and not a Hugging Face repo id"):
         qt.load(tmp_path / "nope" / "deeper")
 
 

@@ -8,7 +8,6 @@ import mlx.core as mx
 import pytest
 
 import mlx_qwen3_tts as qt
-from mlx_qwen3_tts.generate import RunawayGuard
 from mlx_qwen3_tts.text_split import split_text
 
 
@@ -20,9 +19,9 @@ def never_stops(checkpoint):
 
 
 def test_runaway_guard_ends_generation_within_its_bound(never_stops):
-    guard = RunawayGuard(base_frames=20, frames_per_token=2.0)
+    guard = qt.RunawayGuard(base_frames=20, frames_per_token=2.0)
     text = "hi there."
-    n_tokens = len(never_stops.embedder.target_ids(text))
+    n_tokens = never_stops.job(text, speaker="vivian").requests[0].prompt.text_tokens
     with pytest.warns(RuntimeWarning, match="runaway guard"):
         r = never_stops.generate(text, speaker="vivian", seed=0, runaway_guard=guard)
     assert r.finish_reason == "runaway"
@@ -39,14 +38,14 @@ def test_runaway_guard_default_bound_and_off_switch(never_stops):
 
 
 def test_runaway_guard_detects_loops():
-    guard = RunawayGuard(repeat_window=10, min_distinct=2)
+    guard = qt.RunawayGuard(repeat_window=10, min_distinct=2)
     assert not guard.looping([5, 6] * 4)  # too short to judge
     assert guard.looping([1, 2, 3] + [5, 6] * 5)
     assert not guard.looping(list(range(10)))
 
 
 def test_runaway_guard_stream_flags_it(never_stops):
-    guard = RunawayGuard(base_frames=10, frames_per_token=1.0)
+    guard = qt.RunawayGuard(base_frames=10, frames_per_token=1.0)
     with pytest.warns(RuntimeWarning):
         chunks = list(never_stops.stream_generate("hi.", speaker="vivian", seed=0, runaway_guard=guard))
     assert chunks[-1].finish_reason == "runaway"
@@ -59,16 +58,24 @@ def test_long_text_split_with_bounded_memory(checkpoint):
     pieces = split_text(text)
     memory = []
     total = 0
-    for chunk in tts.stream_generate(text, speaker="vivian", seed=0, max_frames=3, chunk_frames=3):
-        total += len(chunk.audio)
-        memory.append(mx.get_active_memory())
+    three = qt.RunawayGuard(base_frames=3, frames_per_token=0)  # every piece stops after 3 frames
+    with pytest.warns(qt.RunawayWarning):
+        for chunk in tts.stream_generate(text, speaker="vivian", seed=0, runaway_guard=three,
+                                         chunk_frames=3):
+            total += len(chunk.audio)
+            memory.append(mx.get_active_memory())
     assert chunk.is_final and chunk.total_frames == 3 * len(pieces)
     # Pieces are joined by 20 ms crossfades.
     assert total == 3 * 1920 * len(pieces) - 480 * (len(pieces) - 1)
     half = len(memory) // 2
     assert max(memory[half:]) <= max(memory[:half]) * 1.1 + 1e6
-    one_shot = tts.generate(text, speaker="vivian", seed=0, max_frames=3)
+    with pytest.warns(qt.RunawayWarning):
+        one_shot = tts.generate(text, speaker="vivian", seed=0, runaway_guard=three)
     assert len(one_shot.audio) == total and one_shot.frames == 3 * len(pieces)
+    # max_frames caps the whole call, not each piece: here the first piece uses it up.
+    capped = tts.generate(text, speaker="vivian", seed=0, runaway_guard=False, max_frames=7)
+    assert capped.frames == 7 and capped.finish_reason == "length"
+    assert len(capped.audio) == 7 * 1920
 
 
 def test_split_false_speaks_one_piece(checkpoint):

@@ -3,9 +3,9 @@
 import mlx.core as mx
 import numpy as np
 import pytest
+from numpy_ref import sampling as ref
 
 from mlx_qwen3_tts.errors import SynthesisError
-from mlx_qwen3_tts.numpy_ref import sampling as ref
 from mlx_qwen3_tts.sampling import (
     SamplerSettings,
     filter_logits,
@@ -52,7 +52,7 @@ def test_talker_processing_matches_numpy_reference(n_generated):
 
 def test_greedy_is_argmax_after_processing():
     logits = mx.array([[0.0, 5.0, 4.9, -1.0]])
-    assert sample(logits, SamplerSettings(0, 50, 1.0), mx.random.key(0)).item() == 1
+    assert sample(logits, SamplerSettings(0, 50, 1.0), mx.random.key(0)[None]).item() == 1
 
 
 def test_chi_square_of_draws():
@@ -62,7 +62,7 @@ def test_chi_square_of_draws():
     settings = SamplerSettings(0.8, 12, 0.95)
     expected = ref.distribution(logits, 0.8, 12, 0.95)
     batch = mx.repeat(mx.array(logits)[None], 10_000, axis=0)
-    draws = np.array(sample(batch, settings, mx.random.key(1234)))
+    draws = np.array(sample(batch, settings, mx.random.split(mx.random.key(1234), 10_000)))
     counts = np.bincount(draws, minlength=32)
     kept = expected > 0
     assert counts[~kept].sum() == 0
@@ -77,11 +77,14 @@ def test_chi_square_of_draws():
 def test_same_key_same_draw_and_global_seed_irrelevant():
     logits = mx.array(np.random.default_rng(0).normal(0, 1, (4, 100)).astype(np.float32))
     s = SamplerSettings(1.0, 0, 1.0)
-    a = sample(logits, s, mx.random.key(5))
+    a = sample(logits, s, mx.random.split(mx.random.key(5), 4))
     mx.random.seed(999)
-    b = sample(logits, s, mx.random.key(5))
+    b = sample(logits, s, mx.random.split(mx.random.key(5), 4))
+    # Each row draws from its own key: a row alone draws what it draws in the batch.
+    alone = sample(logits[2:3], s, mx.random.split(mx.random.key(5), 4)[2:3])
+    assert alone.item() == a[2].item()
     assert mx.array_equal(a, b)
-    assert not mx.array_equal(a, sample(logits, s, mx.random.key(6)))
+    assert not mx.array_equal(a, sample(logits, s, mx.random.split(mx.random.key(6), 4)))
 
 
 @pytest.mark.parametrize("kwargs,match", [

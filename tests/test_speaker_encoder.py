@@ -10,6 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import load_fixture
+from numpy_ref import speaker_encoder as ref
 
 from mlx_qwen3_tts.errors import AudioError, ModelLoadError
 from mlx_qwen3_tts.models.speaker_encoder import (
@@ -21,7 +22,6 @@ from mlx_qwen3_tts.models.speaker_encoder import (
     mel_filterbank,
     min_audio_samples,
 )
-from mlx_qwen3_tts.numpy_ref import speaker_encoder as ref
 
 SIZES = ["tiny-0.6b", "tiny-1.7b"]
 PREFIX = "speaker_encoder."

@@ -6,9 +6,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import load_fixture
+from numpy_ref import transformer as ref
 
 from mlx_qwen3_tts.loading import load_model
-from mlx_qwen3_tts.numpy_ref import transformer as ref
+from mlx_qwen3_tts.testing import teacher_forced_logits
 
 # (size, variant) pairs that have official fixtures (tools/make_reference_fixtures.py).
 OFFICIAL = [("tiny-0.6b", "custom_voice"), ("tiny-1.7b", "base"), ("tiny-1.7b", "voice_design")]
@@ -69,8 +70,9 @@ def test_code_predictor_matches_official(loaded, size, variant):
     model, fx, w, cfg = loaded(size, variant)
     past_hidden = mx.array(fx["hidden"][-1:])
     c0 = int(fx["c0"])
-    logits = model.talker.code_predictor.teacher_forced_logits(
-        past_hidden, model.talker.embed_codec(mx.array([c0])), mx.array(fx["codes"])[None]
+    logits = teacher_forced_logits(
+        model.talker.code_predictor, past_hidden, model.talker.embed_codec(mx.array([c0])),
+        mx.array(fx["codes"])[None]
     )
     logits = np.array(logits[0])
     assert np.abs(logits - fx["cp_logits"]).max() <= 1e-3
@@ -106,7 +108,7 @@ def test_code_predictor_cached_steps_equal_teacher_forcing(loaded, size):
     for j in range(1, 15):
         h = cp(cp.model.codec_embedding[j - 1](codes[:, j - 1 : j]), cache)
         stepped.append(cp.lm_head[j](h[:, -1]))
-    forced = cp.teacher_forced_logits(past_hidden, c0_embed, codes)
+    forced = teacher_forced_logits(cp, past_hidden, c0_embed, codes)
     np.testing.assert_allclose(np.array(mx.stack(stepped, axis=1)), np.array(forced), atol=1e-4)
 
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from mlx_qwen3_tts.text_split import SPLIT_CHARS, crossfade, split_text
+from mlx_qwen3_tts.synthesis import crossfade
+from mlx_qwen3_tts.text_split import SPLIT_CHARS, split_text
 
 
 def test_short_text_is_never_split():

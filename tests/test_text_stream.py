@@ -68,7 +68,7 @@ def test_stream_errors(cv, checkpoint):
     with cv.open_stream(speaker="vivian") as s, pytest.raises(qt.EmptyTextError, match="no tokens"):
         list(s.finish())
     with cv.open_stream(speaker="vivian", max_frames=2) as s:
-        with pytest.raises(qt.SynthesisError, match="takes str"):
+        with pytest.raises(qt.SynthesisError, match="`text` must be a str"):
             s.feed(None)
         s.feed("hello")
         assert list(s.finish())[-1].is_final

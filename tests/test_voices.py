@@ -53,26 +53,26 @@ def test_cached_prefix_equals_full_prefill(base, ref_text, non_streaming_mode):
     """The voice prefix's KV cache + the rest gives the logits of one full prefill."""
     voice = base.create_voice_prompt((reference_audio(), 24000), ref_text=ref_text)
     talker = base.model.talker
-    prompt = base._request(TEXT, voice=voice, non_streaming_mode=non_streaming_mode).prompt
+    prompt = base.job(TEXT, voice=voice, non_streaming_mode=non_streaming_mode).requests[0].prompt
     assert 0 < prompt.prefix_len < prompt.prefill.shape[0]
     full, _ = talker(prompt.prefill[None])
     prefix = PrefixCache.compute(talker, prompt.prefill[: prompt.prefix_len])
     rest, _ = talker(prompt.prefill[None, prompt.prefix_len:], prefix.restore())
     np.testing.assert_allclose(np.array(rest[0, -1]), np.array(full[0, -1]), atol=1e-4)
     # The same voice with another text shares the prefix (and so the cache entry).
-    other = base._request("something else entirely.", voice=voice,
-                          non_streaming_mode=non_streaming_mode).prompt
+    other = base.job("something else entirely.", voice=voice,
+                     non_streaming_mode=non_streaming_mode).requests[0].prompt
     np.testing.assert_array_equal(np.array(other.prefill[: other.prefix_len]),
                                   np.array(prompt.prefill[: prompt.prefix_len]))
 
 
 def test_prefix_cache_is_reused_and_bounded(base):
     voice = base.create_voice_prompt((reference_audio(), 24000), ref_text="this is my voice.")
-    base._prefixes.clear()
+    base.engine.prefixes.clear()
     a = base.generate(TEXT, voice=voice, seed=0, max_frames=4)
-    assert len(base._prefixes) == 1
+    assert len(base.engine.prefixes) == 1
     b = base.generate(TEXT, voice=voice, seed=0, max_frames=4)
-    assert len(base._prefixes) == 1 and np.array_equal(a.audio, b.audio)
+    assert len(base.engine.prefixes) == 1 and np.array_equal(a.audio, b.audio)
     for i in range(10):
         base.generate(TEXT, voice=qt.VoicePrompt(voice.speaker_embedding * (1 + i / 10)), max_frames=1)
-    assert len(base._prefixes) == 8
+    assert len(base.engine.prefixes) == 8

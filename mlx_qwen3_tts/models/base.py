@@ -1,8 +1,13 @@
-"""Config parsing shared by every component."""
+"""Config parsing shared by every component, and the Qwen3 decoder stack of talker and predictor."""
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.models.base import create_attention_mask
+from mlx_lm.models.qwen3 import ModelArgs, TransformerBlock
 
 from ..errors import ModelLoadError
 
@@ -88,7 +93,7 @@ class Qwen3StackConfig(BaseConfig):
             raise ModelLoadError(f"{source}: rope_scaling type {rope_type!r} is not supported.")
 
 
-def qwen3_block_args(cfg: Qwen3StackConfig):
+def qwen3_block_args(cfg: Qwen3StackConfig) -> ModelArgs:
     """mlx-lm's Qwen3 block arguments for a talker-like config.
 
     Talker and code predictor are the same Qwen3 decoder block (q/k RMSNorm, GQA, SwiGLU,
@@ -96,8 +101,6 @@ def qwen3_block_args(cfg: Qwen3StackConfig):
     mrope settings reduce to plain 1-D RoPE because its three position streams are identical
     (dossier §2.2, §6.7), so no rope scaling is passed on.
     """
-    from mlx_lm.models.qwen3 import ModelArgs
-
     return ModelArgs(
         model_type="qwen3",
         hidden_size=cfg.hidden_size,
@@ -112,6 +115,28 @@ def qwen3_block_args(cfg: Qwen3StackConfig):
         tie_word_embeddings=False,
         rope_theta=cfg.rope_theta,
     )
+
+
+class Qwen3Stack(nn.Module):
+    """Qwen3 decoder blocks and the final RMSNorm over input embeddings: the `model` of both the
+    talker and the code predictor (mlx-lm's `Qwen3Model` without its token embedding)."""
+
+    def __init__(self, config: Qwen3StackConfig):
+        super().__init__()
+        args = qwen3_block_args(config)
+        self.layers = [TransformerBlock(args) for _ in range(config.num_hidden_layers)]
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def __call__(self, inputs_embeds: mx.array, cache: list[Any] | None = None, mask: Any = None) -> mx.array:
+        """Post-norm hidden states `[B, L, H]`; `cache` holds one KV cache per layer."""
+        h = inputs_embeds
+        if cache is None:
+            cache = [None] * len(self.layers)
+        if mask is None:
+            mask = create_attention_mask(h, cache[0])
+        for layer, c in zip(self.layers, cache):
+            h = layer(h, mask, c)
+        return self.norm(h)
 
 
 def conv_weight_to_mlx(key: str, w, expected: tuple[int, ...], transposed: bool = False):

@@ -8,37 +8,25 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
-from mlx_lm.models.qwen3 import TransformerBlock
 
-from .base import Qwen3StackConfig, qwen3_block_args
+from .base import Qwen3Stack, Qwen3StackConfig
 
 
 class CodePredictorConfig(Qwen3StackConfig):
     """`talker_config.code_predictor_config`: 5 blocks over 16 positions per frame."""
 
 
-class CodePredictorModel(nn.Module):
+class CodePredictorModel(Qwen3Stack):
+    """`talker.code_predictor.model`: the 5-layer stack plus the embeddings of codebooks 1..15."""
+
     def __init__(self, config: CodePredictorConfig, talker_hidden_size: int):
-        super().__init__()
-        args = qwen3_block_args(config)
+        super().__init__(config)
         # Embeddings live in the talker's width; the talker sums them into its frame input.
         self.codec_embedding = [
             nn.Embedding(config.vocab_size, talker_hidden_size)
             for _ in range(config.num_code_groups - 1)
         ]
-        self.layers = [TransformerBlock(args) for _ in range(config.num_hidden_layers)]
-        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-
-    def __call__(self, inputs_embeds: mx.array, cache: list[Any] | None = None) -> mx.array:
-        h = inputs_embeds
-        if cache is None:
-            cache = [None] * len(self.layers)
-        mask = create_attention_mask(h, cache[0])
-        for layer, c in zip(self.layers, cache):
-            h = layer(h, mask, c)
-        return self.norm(h)
 
 
 class CodePredictor(nn.Module):
@@ -69,22 +57,3 @@ class CodePredictor(nn.Module):
     def __call__(self, inputs_embeds: mx.array, cache: list[Any] | None = None) -> mx.array:
         """Post-norm hidden states `[B, L, Hc]` for talker-width inputs `[B, L, H]`."""
         return self.model(self.project(inputs_embeds), cache)
-
-    def teacher_forced_logits(
-        self, past_hidden: mx.array, c0_embed: mx.array, codes: mx.array
-    ) -> mx.array:
-        """Logits of every head for one frame given its codes (for parity tests).
-
-        Args:
-            past_hidden: `[B, H]` talker post-norm hidden state of the step that sampled c0.
-            c0_embed: `[B, H]` talker codec embedding of c0.
-            codes: `[B, G-1]` integer codes c1..c15 (only c1..c14 are fed back).
-
-        Returns:
-            `[B, G-1, vocab]` logits; row j predicts c_{j+1}.
-        """
-        embeds = [past_hidden, c0_embed]
-        embeds += [emb(codes[:, j]) for j, emb in enumerate(self.model.codec_embedding[:-1])]
-        h = self(mx.stack(embeds, axis=1))
-        return mx.stack([head(h[:, j + 1]) for j, head in enumerate(self.lm_head)], axis=1)
-

@@ -1,11 +1,9 @@
 """Float32 matmuls for half-precision and quantized Linears on MLX's CPU backend.
 
 MLX's CPU backend sends float32 matmuls to BLAS (`cblas_sgemm`), but multiplies bfloat16 /
-float16 matrices, and quantized matrices, in its own loops. Measured on one x86 core with MKL
-(`bench/kernel_speed.py`: 35 talker-sized Linears, 77 M weights): 32 bf16 rows took 852 ms, the
-same with the weights cast to float32 and one sgemm 148 ms; one row through 8-bit Linears with
-bf16 activations 562 ms, with float32 ones 62 ms; 32 rows through them 18.2 s, against the weight
-dequantized to float32 0.33 s.
+float16 matrices, and quantized matrices, in its own loops, several times slower for prompts and
+for quantized weights with half-precision activations (`bench/kernel_speed.py` measures each
+formulation; the README's benchmark section holds the numbers).
 
 So on the CPU, `use_float32_matmuls` turns a model's half-precision and quantized Linears into
 ones that multiply in float32 and round the result back to the activation dtype. The weights stay as

@@ -9,11 +9,9 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
-from mlx_lm.models.qwen3 import TransformerBlock
 
-from .base import Qwen3StackConfig, qwen3_block_args
+from .base import Qwen3Stack, Qwen3StackConfig
 from .code_predictor import CodePredictor, CodePredictorConfig
 
 
@@ -53,26 +51,13 @@ class ResizeMLP(nn.Module):
         return self.linear_fc2(nn.silu(self.linear_fc1(x)))
 
 
-class TalkerModel(nn.Module):
+class TalkerModel(Qwen3Stack):
+    """`talker.model`: the 28-layer stack plus the codec and text embedding tables."""
+
     def __init__(self, config: TalkerConfig):
-        super().__init__()
-        args = qwen3_block_args(config)
+        super().__init__(config)
         self.codec_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.text_embedding = nn.Embedding(config.text_vocab_size, config.text_hidden_size)
-        self.layers = [TransformerBlock(args) for _ in range(config.num_hidden_layers)]
-        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-
-    def __call__(
-        self, inputs_embeds: mx.array, cache: list[Any] | None = None, mask: Any = None
-    ) -> mx.array:
-        h = inputs_embeds
-        if cache is None:
-            cache = [None] * len(self.layers)
-        if mask is None:
-            mask = create_attention_mask(h, cache[0])
-        for layer, c in zip(self.layers, cache):
-            h = layer(h, mask, c)
-        return self.norm(h)
 
 
 class Talker(nn.Module):

@@ -8,7 +8,7 @@ a stream, and the pieces concatenate to the single-pass audio. Two whole-utteran
   single pass, because the 25-frame context is shorter than the transformer's window (§6.11).
 * `streamed_decode` is the single pass with the sliding window applied, computed 75 frames at a
   time through the streaming state, so memory stays bounded for any length (the last stage's
-  activations of a 300-frame piece took ~2.3 GB at full size).
+  activations grow with the piece: gigabytes for a 300-frame piece at full size).
 """
 
 import math

@@ -7,8 +7,8 @@ its output into the next piece (`TailState`).
 
 Every codec convolution goes through `conv1d` / `conv_transpose1d`, which pick the formulation in
 one place (`conv_impl`): MLX's own kernels on a GPU, matmuls on the CPU, where MLX runs dilated,
-grouped and transposed convs as a naive loop (a full-size decode: ~70 s per second of audio, ~3 s
-as matmuls with OpenBLAS, 2 shared cores; `bench/codec_speed.py`).
+grouped and transposed convs as a naive loop, one to two orders of magnitude slower than the same
+products as BLAS matmuls (`bench/codec_speed.py` measures both; the README quotes its numbers).
 """
 
 import math
@@ -98,7 +98,7 @@ def _tap_inputs(x: mx.array, k: int, stride: int, dilation: int) -> list[mx.arra
 
 def _tap_sum(taps: list[mx.array], w: mx.array) -> mx.array:
     # addmm accumulates into the running sum: adding k separate products would hold them all
-    # at once (~8x the output's memory, measured) and spend an extra pass over each.
+    # at once (several times the output's memory) and spend an extra pass over each.
     y = taps[0] @ w[:, 0].T
     for j in range(1, len(taps)):
         y = mx.addmm(y, taps[j], w[:, j].T)
@@ -165,14 +165,13 @@ def apply_conv(conv: nn.Conv1d, x: mx.array) -> mx.array:
 
 def _detached(tail: mx.array) -> mx.array:
     # A slice shares its parent's buffer: a state holding a view would keep the conv's whole
-    # input (up to 221 MB at the last stage of a 300-frame chunk) alive until the next chunk.
+    # input (hundreds of MB at the last stage of a long chunk) alive until the next chunk.
     return mx.contiguous(tail)
 
 
 def _after_state(y: mx.array, state: "ConvState | TailState") -> mx.array:
     """`y`, made to depend on the state's new tail. Only the state needs that copy, so MLX would
-    compute it last, keeping every conv's input alive meanwhile: a 30-frame exact decode peaked
-    at 332 MB of activations, 235 MB with this (211 MB decoding without a state)."""
+    compute it last, keeping every conv's input alive meanwhile and raising the decode's peak."""
     return mx.depends(y, state.state) if state.state else y
 
 
@@ -339,10 +338,9 @@ def _sin_squared(z: mx.array) -> mx.array:
 
 
 def _snake_beta_cpu(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
-    # MLX's CPU sin is scalar: ~60 % of a decode went to SnakeBeta. Its multiplies and adds are
-    # vectorised, and 20 of them beat one sin (27 vs 60 ms for 24,000 x 96, bench/kernel_speed.py).
-    # Compiling is slower on the CPU (149 ms for the sin form): mx.compile's CPU kernels are not
-    # vectorised.
+    # MLX's CPU sin is scalar, and SnakeBeta was most of a decode. Its multiplies and adds are
+    # vectorised, and 20 of them beat one sin (bench/kernel_speed.py). Compiling is slower on
+    # the CPU, even for the sin form: mx.compile's CPU kernels are not vectorised.
     return x + (1.0 / (mx.exp(beta) + 1e-9)) * _sin_squared(x * mx.exp(alpha))
 
 

@@ -1,0 +1,108 @@
+"""One thread per loaded model for all of its MLX work.
+
+MLX streams are thread-local (since MLX 0.31.2 on every device): a stream made on one thread
+cannot be used on another, and a thread that did MLX work must end it with `mx.synchronize()`
+and `mx.clear_streams()`, or the process can abort at exit ("terminate called without an active
+exception", MLX 0.32.4). So a model owns one `ModelThread`: loading, generation, streaming,
+text sessions and the server's batches all run there, whichever thread calls them, and the
+thread clears its streams when it stops (when the model is closed or collected, or at exit).
+Callers on other threads only wait for results; they never touch MLX.
+"""
+
+import atexit
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import mlx.core as mx
+
+T = TypeVar("T")
+_STOP = object()
+_DONE = object()
+_live: "weakref.WeakSet[ModelThread]" = weakref.WeakSet()
+
+
+class ModelThread:
+    """Runs callables on one daemon thread whose default stream is on `device`.
+
+    Calls from the thread itself run directly (re-entrant), so methods that call each other
+    need no care; calls from any other thread wait for the result or re-raise its exception.
+    """
+
+    def __init__(self, device: mx.Device, name: str = "mlx-qwen3-tts"):
+        self.device = device
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._thread.start()
+        _live.add(self)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopped
+
+    def on_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` on this thread; its result, or its exception re-raised here."""
+        if self.on_thread():
+            return fn(*args, **kwargs)
+        future: Future = Future()
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("This model has been closed; load it again.")
+            self._tasks.put((fn, args, kwargs, future))
+        return future.result()
+
+    def iterate(self, make: Callable[[], Iterator[T]]) -> Iterator[T]:
+        """Items of the iterator `make()` builds, each produced on this thread when asked for.
+
+        Nothing runs ahead of the consumer, and other calls can run between two items (another
+        stream, a `generate`). Closing this iterator closes the inner one, on this thread.
+        """
+        inner = self.run(make)
+        try:
+            while True:
+                item = self.run(next, inner, _DONE)
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            if self.alive or self.on_thread():
+                self.run(inner.close)
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Finish the queued calls, end this thread's MLX work and let it exit."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._tasks.put(_STOP)
+        if not self.on_thread():
+            self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        with mx.stream(self.device):
+            while (task := self._tasks.get()) is not _STOP:
+                fn, args, kwargs, future = task
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as e:  # handed to the caller, who re-raises it
+                    future.set_exception(e)
+                del task, fn, args, kwargs, future  # hold no references while idle
+            mx.synchronize()
+        mx.clear_streams()
+
+
+@atexit.register
+def _stop_all() -> None:
+    # atexit runs while daemon threads still live: stop each so it clears its streams first.
+    for thread in list(_live):
+        thread.stop(timeout=10.0)
