@@ -14,6 +14,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from ..audio import check_reference_audio
 from ..errors import AudioError, ModelLoadError
 from .base import BaseConfig, conv_weight_to_mlx
 
@@ -253,7 +254,8 @@ class SpeakerEncoder(nn.Module):
 
     def embed(self, audio: np.ndarray) -> mx.array:
         """The x-vector `[enc_dim]` of one mono 24 kHz float waveform (reference: one at a time)."""
-        audio = _check_audio(audio, min_audio_samples(self.min_frames))
+        # User-facing checks (shape, dtype, length in seconds) are the audio module's.
+        audio = check_reference_audio(audio, self.config.sample_rate, min_audio_samples(self.min_frames))
         mels = self.mel_spectrogram(mx.array(audio))
         # The reference casts the fp32 mels to the model dtype before the encoder.
         return self(mels.astype(self.fc.weight.dtype))[0]
@@ -266,21 +268,3 @@ class SpeakerEncoder(nn.Module):
             for k, w in weights.items()
         }
 
-
-def _check_audio(audio: np.ndarray, min_samples: int) -> np.ndarray:
-    audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise AudioError(f"reference audio must be 1-D mono samples, got shape {audio.shape}.")
-    if audio.size == 0:
-        raise AudioError("reference audio is empty.")
-    if not np.issubdtype(audio.dtype, np.floating):
-        raise AudioError(f"reference audio must be float samples in [-1, 1], got {audio.dtype}.")
-    audio = audio.astype(np.float32)
-    if not np.isfinite(audio).all():
-        raise AudioError("reference audio contains NaN or infinite samples.")
-    if audio.size < min_samples:
-        raise AudioError(
-            f"reference audio of {audio.size} samples is too short; the speaker encoder needs "
-            f"at least {min_samples} samples at 24 kHz."
-        )
-    return audio
