@@ -123,6 +123,17 @@ def quantize_model(model: nn.Module, group_size: int, bits: int) -> dict[str, An
 
 # --------------------------------------------------------------------------- checks
 
+PROG = "mlx-qwen3-tts-convert"
+
+
+def is_conversion_output(folder: Path) -> bool:
+    """Whether `folder` was written by `convert` (its config.json carries the format marker)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, unreadable or not JSON: not ours
+        return False
+    return format_version(config) is not None
+
 
 def _check_options(dtype: str | None, quantize: bool, q_bits: int | None, q_group_size: int | None):
     if dtype is not None and dtype not in DTYPES:
@@ -143,8 +154,14 @@ def _check_target(target: Path, force: bool) -> None:
             f"Cannot save to {target}: it already exists. Delete it, choose another --mlx-path, "
             "or pass --force to replace it."
         )
+    # --force deletes the folder: only ever one this converter wrote, never unrelated files.
     if not target.is_dir():
-        raise ValueError(f"Cannot replace {target}: it is a file, not a converted folder.")
+        raise ValueError(f"Cannot replace {target}: it is a file, not a converted folder; delete it.")
+    if not is_conversion_output(target):
+        raise ValueError(
+            f"Cannot replace {target}: `--force` only replaces folders written by {PROG} (their "
+            f"config.json has an `{FORMAT_KEY}` entry); delete it yourself or choose another `--mlx-path`."
+        )
 
 
 def _check_source(source: Path, target: Path, config: dict[str, Any]) -> None:
@@ -292,7 +309,8 @@ def convert(
         q_bits (int, optional): 4, 6 or 8. Default: ``8``.
         q_group_size (int, optional): 32, 64 or 128. Default: ``64``.
         upload_repo (str, optional): Hugging Face repo to upload the folder to.
-        force (bool): Replace an existing `mlx_path`. Default: ``False``.
+        force (bool): Replace an existing `mlx_path` that an earlier conversion wrote (never
+            any other folder). Default: ``False``.
         verbose (bool): Print ``[INFO]`` progress lines. Default: ``False``.
 
     Returns:
@@ -375,7 +393,8 @@ def configure_parser() -> argparse.ArgumentParser:
                         help=f"Quantization group size (default: {DEFAULT_Q_GROUP_SIZE}).")
     parser.add_argument("--upload-repo", type=str, default=None,
                         help="Hugging Face repo to upload the converted folder to.")
-    parser.add_argument("--force", action="store_true", help="Replace an existing --mlx-path.")
+    parser.add_argument("--force", action="store_true",
+                        help="Replace an existing --mlx-path that an earlier conversion wrote.")
     return parser
 
 
