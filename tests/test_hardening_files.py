@@ -349,3 +349,189 @@ def test_valid_voice_files_round_trip(tmp_path):
         assert back.ref_text == v.ref_text
         assert (back.ref_codes is None) == (v.ref_codes is None)
 
+
+
+# --------------------------------------------------------------------------- case 6: config fields
+
+
+def nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def talker(**fields):
+    return lambda c: c["talker_config"].update(fields)
+
+
+def top(**fields):
+    return lambda c: c.update(fields)
+
+
+CONFIG_CASES = [
+    # (id, edit of a tiny CustomVoice config.json, message pattern)
+    ("layers as a string", talker(num_hidden_layers="2"),
+     r"\(talker_config\): `num_hidden_layers` must be an integer, got '2'"),
+    ("zero width", talker(hidden_size=0), r"`hidden_size` is 0, outside \[1, 65536\]"),
+    ("zero heads", talker(num_attention_heads=0, head_dim=None),
+     r"`num_attention_heads` is 0, outside \[1"),
+    ("negative head_dim", talker(head_dim=-1), r"`head_dim` is -1, outside \[1, 1024\]"),
+    ("derived head_dim of 0", talker(num_attention_heads=64, num_key_value_heads=64, head_dim=None),
+     r"`head_dim` is 0 \(derived from the other fields\)"),
+    ("a million layers", talker(num_hidden_layers=1_000_000),
+     r"`num_hidden_layers` is 1000000, outside \[1, 256\]"),
+    ("huge integer", talker(num_hidden_layers=10**5000),
+     "`num_hidden_layers` is an integer of 19 digits or more"),
+    ("bool as int", talker(num_hidden_layers=True), "must be an integer, got True"),
+    ("eps as a string", talker(rms_norm_eps="x"), "`rms_norm_eps` must be a finite number, got 'x'"),
+    ("zero eps", talker(rms_norm_eps=0), r"`rms_norm_eps` is 0, outside \(0, 1\]"),
+    ("infinite rope_theta", talker(rope_theta=float("inf")), "`rope_theta` must be a finite number, got inf"),
+    ("bias as a string", talker(attention_bias="false"), "`attention_bias` must be true or false"),
+    ("heads not a multiple of kv heads", talker(num_key_value_heads=3),
+     "`num_attention_heads` 4 is not a multiple of `num_key_value_heads` 3"),
+    ("spk_id a list", talker(spk_id=["vivian"]),
+     "`spk_id` must be a JSON object, got a list of 1 entry"),
+    ("spk_id value a string", talker(spk_id={"vivian": "3065"}),
+     r"`spk_id\['vivian'\]` must be an integer"),
+    ("spk_id past the codec vocabulary", talker(spk_id={"vivian": 3072}),
+     r"`spk_id\['vivian'\]` is 3072, outside the codec vocabulary \(`vocab_size`\) \[0, 3072\)"),
+    ("language id not an int", talker(codec_language_id={"english": 2050.5}),
+     r"`codec_language_id\['english'\]` must be an integer"),
+    ("negative codec id", talker(codec_pad_id=-1), r"`codec_pad_id` is -1, outside the codec vocabulary"),
+    ("unknown dialect", talker(spk_is_dialect={"dylan": "klingon"}),
+     r"`spk_is_dialect\['dylan'\]` must be false or a language of `codec_language_id`"),
+    ("deeply nested rope_scaling", talker(rope_scaling=nested(500)), "nested more than 16 levels deep"),
+    ("text id past the text vocabulary", top(tts_pad_token_id=151936),
+     r"^ck/config.json: `tts_pad_token_id` is 151936, outside the text vocabulary"),
+    ("model size not a string", top(tts_model_size=6), "`tts_model_size` must be a string, got 6"),
+    ("talker_config a list", top(talker_config=[1]), "`talker_config` must be a JSON object"),
+    ("predictor layers", lambda c: c["talker_config"]["code_predictor_config"].update(num_hidden_layers=0),
+     r"\(code_predictor_config\): `num_hidden_layers` is 0"),
+    ("quantization bits", top(quantization={"group_size": 64, "bits": 7}),
+     r"`quantization\['bits'\]` must be one of 2, 3, 4, 5, 6, 8, got 7"),
+    ("per-layer group size",
+     top(quantization={"bits": 8, "talker.codec_head": {"group_size": 48, "bits": 8}}),
+     r"`quantization\['talker.codec_head'\]\['group_size'\]` must be one of 32, 64, 128"),
+]
+
+
+@pytest.mark.parametrize("case,edit,match", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_bad_config_fields_are_model_load_errors(case, edit, match):
+    from mlx_qwen3_tts.models.qwen3_tts import Qwen3TTSConfig
+    from mlx_qwen3_tts.testing import make_config
+
+    config = make_config("tiny-0.6b", "custom_voice")
+    edit(config)
+    with pytest.raises(qt.ModelLoadError, match=match) as e:
+        Qwen3TTSConfig.from_dict(config, "ck/config.json")
+    assert one_line(e).startswith("ck/config.json")
+
+
+SPEAKER_ENCODER_CASES = [
+    ("zero kernel", dict(enc_kernel_sizes=[5, 3, 3, 3, 0]),
+     r"`enc_kernel_sizes\[4\]` is 0, outside \[1"),
+    ("lengths differ", dict(enc_dilations=[1, 2]), "must have the same length"),
+    ("too few blocks", dict(enc_channels=[16, 16], enc_kernel_sizes=[5, 1], enc_dilations=[1, 1]),
+     "`enc_channels` .* must have 3 or more entries"),
+    ("scale does not divide", dict(enc_res2net_scale=3), "`enc_res2net_scale` 3 must divide"),
+    ("channels as floats", dict(enc_channels=[16.0, 16, 16, 16, 48]),
+     r"`enc_channels\[0\]` must be an integer"),
+]
+
+
+@pytest.mark.parametrize("case,fields,match", SPEAKER_ENCODER_CASES,
+                         ids=[c[0] for c in SPEAKER_ENCODER_CASES])
+def test_bad_speaker_encoder_fields(case, fields, match):
+    from mlx_qwen3_tts.models.qwen3_tts import Qwen3TTSConfig
+    from mlx_qwen3_tts.testing import make_config
+
+    config = make_config("tiny-0.6b", "base")
+    config["speaker_encoder_config"].update(fields)
+    with pytest.raises(qt.ModelLoadError, match=match) as e:
+        Qwen3TTSConfig.from_dict(config, "ck/config.json")
+    assert one_line(e).startswith("ck/config.json (speaker_encoder_config)")
+
+
+def codec(part: str, **fields):
+    return lambda c: (c[part] if part else c).update(fields)
+
+
+CODEC_CASES = [
+    ("upsample rate 0", codec("decoder_config", upsample_rates=[0, 5, 4, 3]),
+     r"\(decoder_config\): `upsample_rates\[0\]` is 0, outside \[1, 64\]"),
+    ("upsample rates not a list", codec("decoder_config", upsample_rates=8),
+     "must be a list of 1 to 64 entries"),
+    ("decoder too narrow", codec("decoder_config", decoder_dim=8),
+     r"`decoder_dim // 2\^len\(upsample_rates\)` is 0"),
+    ("decoder heads", codec("decoder_config", num_attention_heads=0), "`num_attention_heads` is 0"),
+    ("window as a string", codec("decoder_config", sliding_window="72"),
+     "`sliding_window` must be an integer"),
+    ("encoder too wide", codec("encoder_config", upsampling_ratios=[8, 6, 5, 4] + [1] * 40),
+     r"`num_filters \* 2\^len\(upsampling_ratios\)` is \d+, outside"),
+    ("tiny frame rate", codec("encoder_config", frame_rate=1e-9), "`downsample kernel from frame_rate` is"),
+    ("compress past the width", codec("encoder_config", compress=64), "`num_filters // compress` is 0"),
+    ("sample rate of 1 Hz", codec(None, input_sample_rate=1), r"`input_sample_rate` is 1, outside \[8000"),
+    ("quantizers as a string", codec(None, encoder_valid_num_quantizers="16"),
+     "must be an integer, got '16'"),
+]
+
+
+@pytest.mark.parametrize("case,edit,match", CODEC_CASES, ids=[c[0] for c in CODEC_CASES])
+def test_bad_speech_tokenizer_fields(case, edit, match):
+    from mlx_qwen3_tts.models.codec import SpeechTokenizerConfig
+    from mlx_qwen3_tts.testing import make_speech_tokenizer_config
+
+    config = make_speech_tokenizer_config("tiny-0.6b")
+    edit(config)
+    with pytest.raises(qt.ModelLoadError, match=match) as e:
+        SpeechTokenizerConfig.from_dict(config, "ck/speech_tokenizer/config.json")
+    assert one_line(e).startswith("ck/speech_tokenizer/config.json")
+
+
+def test_absurd_depth_fails_before_any_module_is_built(monkeypatch):
+    from mlx_qwen3_tts.models import qwen3_tts
+    from mlx_qwen3_tts.testing import make_config
+
+    def never(*args, **kwargs):
+        raise AssertionError("a module was built")
+
+    monkeypatch.setattr(qwen3_tts.Talker, "__init__", never)
+    config = make_config("tiny-0.6b", "custom_voice")
+    config["talker_config"]["num_hidden_layers"] = 1_000_000
+    with pytest.raises(qt.ModelLoadError, match="num_hidden_layers"):
+        qwen3_tts.Model(qwen3_tts.Qwen3TTSConfig.from_dict(config))
+
+
+def test_a_bad_field_is_named_with_its_file(tmp_path, checkpoint):
+    import shutil
+
+    folder = shutil.copytree(checkpoint(), tmp_path / "ck")
+    config = json.loads((folder / "config.json").read_text())
+    config["talker_config"]["hidden_size"] = 0
+    (folder / "config.json").write_text(json.dumps(config))
+    where = rf"{folder / 'config.json'} \(talker_config\)"
+    with pytest.raises(qt.ModelLoadError, match=rf"{where}: `hidden_size` is 0"):
+        qt.load(folder)
+    st = json.loads((folder / "speech_tokenizer" / "config.json").read_text())
+    st["decoder_config"]["upsample_rates"] = [0, 5, 4, 3]
+    (folder / "speech_tokenizer" / "config.json").write_text(json.dumps(st))
+    from mlx_qwen3_tts.speech_tokenizer import SpeechTokenizer
+
+    with pytest.raises(qt.ModelLoadError, match=r"tokenizer/config.json \(decoder_config\): `upsample_rates"):
+        SpeechTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("size", ["tiny-0.6b", "tiny-1.7b", "tiny-q", "0.6b", "1.7b"])
+@pytest.mark.parametrize("variant", ["custom_voice", "voice_design", "base"])
+def test_released_layouts_still_parse(size, variant):
+    from mlx_qwen3_tts.models.codec import SpeechTokenizerConfig
+    from mlx_qwen3_tts.models.qwen3_tts import Qwen3TTSConfig
+    from mlx_qwen3_tts.testing import make_config, make_speech_tokenizer_config
+
+    config = make_config(size, variant)
+    parsed = Qwen3TTSConfig.from_dict(config)
+    assert parsed.talker_config.num_hidden_layers == config["talker_config"]["num_hidden_layers"]
+    assert parsed.talker_config.spk_id == config["talker_config"]["spk_id"]
+    codec_config = SpeechTokenizerConfig.from_dict(make_speech_tokenizer_config(size))
+    assert codec_config.decoder_config.upsample_rates == [8, 5, 4, 3]

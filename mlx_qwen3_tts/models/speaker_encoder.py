@@ -8,6 +8,7 @@ statistics pooling and a 1x1 conv to the talker width. Its log-mel front-end is 
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -16,7 +17,7 @@ from mlx.utils import tree_flatten
 
 from ..audio import check_reference_audio
 from ..errors import AudioError, ModelLoadError
-from .base import BaseConfig, conv_weight_to_mlx
+from .base import FIX, MAX_HEADS, MAX_KERNEL, MAX_WIDTH, BaseConfig, Range, conv_weight_to_mlx
 
 # Literals of the reference's `extract_speaker_embedding`; they are not in any config file.
 N_FFT = 1024
@@ -42,12 +43,34 @@ class SpeakerEncoderConfig(BaseConfig):
     enc_se_channels: int = 128
     sample_rate: int = 24000
 
-    def __post_init__(self):
-        n = len(self.enc_channels)
-        if len(self.enc_kernel_sizes) != n or len(self.enc_dilations) != n:
+    BOUNDS: ClassVar[dict[str, Range]] = {
+        "enc_dim": Range(1, MAX_WIDTH),
+        "mel_dim": Range(1, 1024),  # the filterbank is built eagerly, [mel_dim, 513]
+        "enc_channels": Range(1, MAX_WIDTH),
+        "enc_kernel_sizes": Range(1, MAX_KERNEL),
+        "enc_dilations": Range(1, MAX_KERNEL),
+        "enc_attention_channels": Range(1, MAX_WIDTH),
+        "enc_res2net_scale": Range(1, MAX_HEADS),
+        "enc_se_channels": Range(1, MAX_WIDTH),
+        "sample_rate": Range(8000, 384000),
+    }
+
+    def _check(self, source: str) -> None:
+        ch, scale = self.enc_channels, self.enc_res2net_scale
+        if not len(self.enc_kernel_sizes) == len(self.enc_dilations) == len(ch):
             raise ModelLoadError(
-                "speaker_encoder_config: enc_channels, enc_kernel_sizes and enc_dilations "
-                "must have the same length."
+                f"{source}: `enc_channels`, `enc_kernel_sizes` and `enc_dilations` must have the same "
+                f"length; {FIX}."
+            )
+        # One TDNN, at least one SE-Res2Net block, and the aggregation over the blocks' outputs.
+        if len(ch) < 3 or sum(ch[1:-1]) != ch[-1]:
+            raise ModelLoadError(
+                f"{source}: `enc_channels` {ch} must have 3 or more entries, the last the sum of "
+                f"those between the first and the last; {FIX}."
+            )
+        if any(c % scale for c in ch[1:-1]):
+            raise ModelLoadError(
+                f"{source}: `enc_res2net_scale` {scale} must divide the block widths {ch[1:-1]}; {FIX}."
             )
 
 
