@@ -428,7 +428,9 @@ def upload_to_hub(path: Path, upload_repo: str) -> None:
 def configure_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Convert a Qwen3-TTS checkpoint to an MLX folder, optionally quantized."
+        description="Convert a Qwen3-TTS checkpoint to an MLX folder, optionally quantized.",
+        epilog="Exit status: 0 converted; 1 the library or system failed (a checkpoint that cannot be "
+        "loaded or fetched, a failed upload, a full disk); 2 bad arguments.",
     )
     parser.add_argument("--hf-path", "--model", type=str, required=True,
                         help="Checkpoint folder or Hugging Face repo id.")
