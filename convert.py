@@ -3,7 +3,9 @@
 The same as `python -m mlx_qwen3_tts.convert` and the `mlx-qwen3-tts-convert` console script.
 """
 
+import sys
+
 from mlx_qwen3_tts.convert import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,7 +21,7 @@ from .speech_tokenizer import SpeechTokenizer
 from .synthesis import AudioChunk, GenerationResult
 from .text_stream import TextStream
 from .tts import Qwen3TTS
-from .voice_prompt import VoicePrompt, list_voices, voices_dir
+from .voice_prompt import VoicePrompt, check_voice_name, is_voice_path, list_voices, voices_dir
 from .voices import Language, Speaker
 
 __version__ = "0.1.0"
@@ -51,6 +51,8 @@ __all__ = [
     "VoiceCloneUnsupportedError",
     "VoicePrompt",
     "__version__",
+    "check_voice_name",
+    "is_voice_path",
     "list_voices",
     "load",
     "voices_dir",

@@ -28,6 +28,7 @@ import soundfile as sf
 
 from . import (
     AudioChunk,
+    AudioError,
     Language,
     Qwen3TTS,
     Qwen3TTSError,
@@ -35,6 +36,8 @@ from . import (
     SynthesisError,
     UnsupportedLanguageError,
     __version__,
+    check_voice_name,
+    is_voice_path,
 )
 from .loading import DTYPES, load
 
@@ -103,11 +106,14 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     voice.add_argument("--ref-audio", type=str, default=None,
                        help="Base models: audio file of the voice to clone.")
     voice.add_argument("--voice", type=str, default=None,
-                       help="Base models: a voice prompt saved with --save-voice.")
+                       help="Base models: a voice saved with --save-voice: its name, or its file (a "
+                       "path ending in .safetensors or holding a /).")
     add("--ref-text", type=str, default=None,
         help="Transcript of --ref-audio (closer clone); without it only the speaker embedding is used.")
     add("--save-voice", type=str, default=None,
-        help="Save the --ref-audio voice prompt to this .safetensors file (no text: save only).")
+        help="Save the --ref-audio voice under this name (in $MLX_QWEN3_TTS_VOICES or "
+        "~/.cache/mlx_qwen3_tts/voices), or to this file if it ends in .safetensors or holds a / "
+        "(no text to say: save only).")
     add("--out", type=str, default=None,
         help=f"Output file; the format follows the suffix: {', '.join(FORMATS)}. "
         f"Default: {DEFAULT_OUT} (no file when --play has a live player).")
@@ -183,12 +189,31 @@ def _check_args(args: argparse.Namespace) -> None:
             "--speaker picks a CustomVoice speaker, --ref-audio / --voice clone a voice: pick one."
         )
     _check_file("--ref-audio", args.ref_audio)
-    _check_file("--voice", args.voice)
+    if args.voice is not None:
+        if is_voice_path(args.voice):
+            _check_file("--voice", args.voice)
+        else:
+            _check_voice_name("--voice", args.voice)
     _check_file("--text-file", None if args.text_file == "-" else args.text_file)
     if args.out is not None:
         _check_out(args.out)
-    if args.save_voice is not None and not Path(args.save_voice).parent.is_dir():
-        folder = Path(args.save_voice).parent
+    if args.save_voice is not None:
+        if is_voice_path(args.save_voice):
+            _check_output(args)
+        else:
+            _check_voice_name("--save-voice", args.save_voice)
+
+
+def _check_voice_name(flag_name: str, value: str) -> None:
+    try:
+        check_voice_name(value)
+    except AudioError as e:
+        raise UsageError(f"{flag_name}: {_message(e)}") from e
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    folder = Path(args.save_voice).parent
+    if not folder.is_dir():
         raise UsageError(f"--save-voice {args.save_voice}: folder {folder} does not exist.")
 
 
@@ -210,8 +235,9 @@ def _voice_kwargs(tts: Qwen3TTS, args: argparse.Namespace, log: _Log) -> dict[st
     kwargs: dict[str, Any] = {"language": args.language, "instruct": args.instruct}
     if args.save_voice is not None:
         prompt = tts.create_voice_prompt(args.ref_audio, args.ref_text)
-        prompt.save(args.save_voice)
-        log.info(f"Saved voice prompt to {args.save_voice} (reuse it with --voice {args.save_voice})")
+        again = prompt.save_to(args.save_voice)
+        where = "to" if is_voice_path(args.save_voice) else "as"
+        log.info(f"Saved voice prompt {where} {args.save_voice} (reuse it with --voice {again})")
         kwargs["voice"] = prompt
     elif args.ref_audio is not None:
         kwargs.update(ref_audio=args.ref_audio, ref_text=args.ref_text)

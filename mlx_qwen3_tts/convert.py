@@ -6,12 +6,17 @@
 The output loads with `mlx_qwen3_tts.load(folder)` with no transposes and no re-quantization:
 weights are already in module layout (convolutions channels-last, codec codebooks folded), and
 quantized layers are rebuilt from the `quantization` block of `config.json` before loading.
+
+Exit status of the command: 0 converted, 1 the library or the system failed (a checkpoint that
+cannot be loaded or fetched, a failed upload, a full disk), 2 bad arguments (an existing output
+folder, an already converted input, a missing folder, a bad option). Errors are one line.
 """
 
 import argparse
 import json
 import re
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,12 +28,13 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.utils import compute_bits_per_weight, save_model
 
-from . import ModelLoadError, SpeechTokenizer, __version__
+from . import ModelLoadError, Qwen3TTSError, SpeechTokenizer, __version__
 from .loading import (
     DTYPES,
     FORMAT_KEY,
     FORMAT_VERSION,
     format_version,
+    is_repo_id,
     load_model,
     read_json,
     resolve_path,
@@ -45,6 +51,22 @@ ACTIVATION_DTYPE = "float32"
 # Files next to the weights that a folder needs (config.json is rewritten, not copied).
 SUPPORT_FILES = ("*.json", "*.txt", "*.jinja")
 SKIPPED_FILES = ("config.json", "model.safetensors.index.json")
+
+PROG = "mlx-qwen3-tts-convert"
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+class ArgumentError(ValueError):
+    """An argument of `convert` must change: checked before any work is done (exit 2)."""
+
+
+class SourceNotFoundError(ModelLoadError, ArgumentError):
+    """`hf_path` is neither a folder nor a repo id: a bad argument (exit 2), not a failed load."""
+
+
+class UploadError(Qwen3TTSError):
+    """The converted folder was written, but uploading it to the Hub failed."""
+
 
 # The c0 head picks codebook 0 and EOS, so it sets what is said and when it stops; it is 0.3 % of
 # the 0.6B weights, so it stays float.
@@ -106,7 +128,7 @@ def quantize_model(model: nn.Module, group_size: int, bits: int) -> dict[str, An
 
     nn.quantize(model, group_size, bits, class_predicate=predicate)
     if not layers:
-        raise ValueError(
+        raise ArgumentError(
             f"No layer of this checkpoint is a multiple of group size {group_size} wide; "
             f"choose a smaller q_group_size ({', '.join(map(str, Q_GROUP_SIZES))})."
         )
@@ -121,43 +143,70 @@ def quantize_model(model: nn.Module, group_size: int, bits: int) -> dict[str, An
 
 # --------------------------------------------------------------------------- checks
 
+def _check_hf_path(hf_path: str) -> None:
+    if Path(hf_path).expanduser().exists():
+        return
+    if not is_repo_id(hf_path):
+        raise SourceNotFoundError(
+            f"`--hf-path` {hf_path} is neither an existing folder nor a Hugging Face repo id like "
+            "'Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice'; check the path."
+        )
+
+
+def is_conversion_output(folder: Path) -> bool:
+    """Whether `folder` was written by `convert` (its config.json carries the format marker)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, unreadable or not JSON: not ours
+        return False
+    return format_version(config) is not None
+
 
 def _check_options(dtype: str | None, quantize: bool, q_bits: int | None, q_group_size: int | None):
     if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+        raise ArgumentError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
     if not quantize and (q_bits is not None or q_group_size is not None):
-        raise ValueError("q_bits and q_group_size only apply with quantize=True (-q/--quantize).")
+        raise ArgumentError("q_bits and q_group_size only apply with quantize=True (-q/--quantize).")
     if q_bits is not None and q_bits not in Q_BITS:
-        raise ValueError(f"q_bits {q_bits!r} is not supported; choose one of {Q_BITS}.")
+        raise ArgumentError(f"q_bits {q_bits!r} is not supported; choose one of {Q_BITS}.")
     if q_group_size is not None and q_group_size not in Q_GROUP_SIZES:
-        raise ValueError(f"q_group_size {q_group_size!r} is not supported; choose one of {Q_GROUP_SIZES}.")
+        raise ArgumentError(f"q_group_size {q_group_size!r} is not supported; choose one of {Q_GROUP_SIZES}.")
 
 
 def _check_target(target: Path, force: bool) -> None:
     if not target.exists():
         return
     if not force:
-        raise ValueError(
-            f"Cannot save to {target}: it already exists. Delete it, choose another --mlx-path, "
-            "or pass --force to replace it."
+        raise ArgumentError(
+            f"Cannot save to {target}: it already exists. Delete it, choose another `--mlx-path`, "
+            "or pass `--force` to replace it."
         )
+    # --force deletes the folder: only ever one this converter wrote, never unrelated files.
     if not target.is_dir():
-        raise ValueError(f"Cannot replace {target}: it is a file, not a converted folder.")
+        raise ArgumentError(f"Cannot replace {target}: it is a file, not a converted folder; delete it.")
+    if not is_conversion_output(target):
+        raise ArgumentError(
+            f"Cannot replace {target}: `--force` only replaces folders written by {PROG} (their "
+            f"config.json has an `{FORMAT_KEY}` entry); delete it yourself or choose another `--mlx-path`."
+        )
 
 
 def _check_source(source: Path, target: Path, config: dict[str, Any]) -> None:
     src, dst = source.resolve(), target.resolve()
     if src == dst or src.is_relative_to(dst):
-        raise ValueError(f"--mlx-path {target} would overwrite the checkpoint being converted ({source}).")
+        raise ArgumentError(
+            f"`--mlx-path` {target} would overwrite the checkpoint being converted ({source}); "
+            "choose another."
+        )
     version = format_version(config)
     if version is not None:
         made_from = config[FORMAT_KEY].get("source", "the original checkpoint")
-        raise ValueError(
+        raise ArgumentError(
             f"{source} is already converted by mlx_qwen3_tts (format {version}); load it as it is "
             f"with mlx_qwen3_tts.load, or convert {made_from} again for another dtype or bits."
         )
     if "quantization" in config or "quantization_config" in config:
-        raise ValueError(
+        raise ArgumentError(
             f"{source} is already quantized (an mlx-audio or mlx-lm folder); quantizing it again "
             "would round twice. Load it as it is with mlx_qwen3_tts.load, or convert the original "
             "checkpoint."
@@ -290,21 +339,26 @@ def convert(
         q_bits (int, optional): 4, 6 or 8. Default: ``8``.
         q_group_size (int, optional): 32, 64 or 128. Default: ``64``.
         upload_repo (str, optional): Hugging Face repo to upload the folder to.
-        force (bool): Replace an existing `mlx_path`. Default: ``False``.
+        force (bool): Replace an existing `mlx_path` that an earlier conversion wrote (never
+            any other folder). Default: ``False``.
         verbose (bool): Print ``[INFO]`` progress lines. Default: ``False``.
 
     Returns:
         Path: the output folder.
 
     Raises:
-        ValueError: a bad option, an existing output without `force`, or a source that is
-            already converted or quantized.
-        ModelLoadError: the source is missing, incomplete or not a Qwen3-TTS checkpoint.
+        ValueError: a bad option, an existing output without `force` (or, with it, one that
+            is not a previous conversion output), a source that is already converted or
+            quantized, or a source path that does not exist (`SourceNotFoundError`).
+        ModelLoadError: the source is incomplete, not a Qwen3-TTS checkpoint, or cannot be
+            fetched from the Hub.
+        UploadError: the folder was written but could not be uploaded.
     """
     log = print if verbose else lambda *_: None
     _check_options(dtype, quantize, q_bits, q_group_size)
     target = Path(mlx_path).expanduser()
     _check_target(target, force)
+    _check_hf_path(str(hf_path))
     source = resolve_path(hf_path)
     config = read_json(source / "config.json")
     _check_source(source, target, config)
@@ -340,25 +394,41 @@ def convert(
     return target
 
 
-def upload_to_hub(path: Path, upload_repo: str) -> None:
-    """Create `upload_repo` on the Hugging Face Hub if needed and upload the folder to it."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+def _upload_errors() -> tuple[type[BaseException], ...]:
+    """What a failed upload raises: HTTP and offline-mode errors and a missing token are OSErrors,
+    a malformed repo id a ValueError, and a network failure the Hub client's transport error."""
+    errors: list[type[BaseException]] = [OSError, ValueError]
+    for client in ("httpx2", "httpx"):  # whichever HTTP library huggingface_hub was built on
+        if client in sys.modules:
+            errors.append(sys.modules[client].HTTPError)
+    return tuple(errors)
 
-    api = HfApi()
+
+def upload_to_hub(path: Path, upload_repo: str) -> None:
+    """Create `upload_repo` on the Hugging Face Hub if needed and upload the folder to it.
+
+    Raises:
+        UploadError: the Hub refused or could not be reached; the folder stays where it is.
+    """
+    from huggingface_hub import HfApi
+
     try:
+        api = HfApi()
         api.create_repo(repo_id=upload_repo, exist_ok=True)
         api.upload_folder(folder_path=str(path), repo_id=upload_repo, repo_type="model")
-    except HfHubHTTPError as e:
-        raise ValueError(
-            f"Upload to {upload_repo} failed ({e}); the converted folder is kept at {path}. "
-            "Check `huggingface-cli login` and the repo name, then upload that folder."
+    except _upload_errors() as e:
+        raise UploadError(
+            f"Upload to {upload_repo} failed ({' '.join(str(e).split())}); the converted folder was "
+            f"written to {path.resolve()}. Check `hf auth login` and the repo name, then upload that folder."
         ) from e
 
 
 def configure_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Convert a Qwen3-TTS checkpoint to an MLX folder, optionally quantized."
+        prog=PROG,
+        description="Convert a Qwen3-TTS checkpoint to an MLX folder, optionally quantized.",
+        epilog="Exit status: 0 converted; 1 the library or system failed (a checkpoint that cannot be "
+        "loaded or fetched, a failed upload, a full disk); 2 bad arguments.",
     )
     parser.add_argument("--hf-path", "--model", type=str, required=True,
                         help="Checkpoint folder or Hugging Face repo id.")
@@ -373,14 +443,31 @@ def configure_parser() -> argparse.ArgumentParser:
                         help=f"Quantization group size (default: {DEFAULT_Q_GROUP_SIZE}).")
     parser.add_argument("--upload-repo", type=str, default=None,
                         help="Hugging Face repo to upload the converted folder to.")
-    parser.add_argument("--force", action="store_true", help="Replace an existing --mlx-path.")
+    parser.add_argument("--force", action="store_true",
+                        help="Replace an existing --mlx-path that an earlier conversion wrote.")
     return parser
 
 
-def main() -> None:
-    args = configure_parser().parse_args()
-    convert(**vars(args), verbose=True)
+def _fail(error: Exception, code: int) -> int:
+    # One line, whatever the error's own text holds (the Hub's errors span several), naming this
+    # command's flags where the library names its arguments.
+    flags = {"path_or_repo": "--hf-path", "dtype": "--dtype"}
+    message = error.render(flags.get) if isinstance(error, Qwen3TTSError) else str(error)
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `mlx-qwen3-tts-convert` command; returns the exit status (see the module docstring)."""
+    args = configure_parser().parse_args(argv)  # bad options: argparse exits with 2
+    try:
+        convert(**vars(args), verbose=True)
+    except ArgumentError as e:  # checked before any work: the arguments must change
+        return _fail(e, EXIT_USAGE)
+    except (Qwen3TTSError, OSError, ValueError) as e:  # loading, fetching, writing or uploading failed
+        return _fail(e, EXIT_FAILED)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,6 +21,7 @@ from .tts import Qwen3TTS
 from .weights import (
     DTYPES,
     cast_weights,
+    is_repo_id,
     load_weights_strict,
     read_json,
     read_safetensors,
@@ -172,6 +173,16 @@ def load(
     return tts
 
 
+def _check_codec_fits(config: Qwen3TTSConfig, speech: SpeechTokenizer, source: Path) -> None:
+    """The talker's codes must be the codec's: same number of codebooks, same codebook size."""
+    predictor = config.talker_config.code_predictor_config
+    if (speech.num_codebooks, speech.codebook_size) != (predictor.num_code_groups, predictor.vocab_size):
+        raise ModelLoadError(
+            f"{source}: the speech tokenizer has {speech.num_codebooks} codebooks of "
+            f"{speech.codebook_size}, the talker predicts {predictor.num_code_groups} of "
+            f"{predictor.vocab_size}; the folder mixes two checkpoints.")
+
+
 def _load(folder: Path, dtype: mx.Dtype | None, device: mx.Device, thread: ModelThread) -> Qwen3TTS:
     model = load_model(folder, dtype)
     if device == mx.cpu:
@@ -182,11 +193,18 @@ def _load(folder: Path, dtype: mx.Dtype | None, device: mx.Device, thread: Model
             f"{folder} lacks speech_tokenizer/config.json; every Qwen3-TTS checkpoint ships its "
             "12 Hz speech tokenizer in that subfolder."
         )
+    speech = SpeechTokenizer.from_pretrained(speech_folder)
+    _check_codec_fits(model.config, speech, speech_folder)
     return Qwen3TTS.build(
         model=model,
         text_tokenizer=TextTokenizer.from_folder(folder),
-        speech_tokenizer=SpeechTokenizer.from_pretrained(speech_folder),
+        speech_tokenizer=speech,
         generation_defaults=read_json(folder / "generation_config.json", required=False) or {},
         path=folder,
         thread=thread,
     )
+
+
+# What the front ends (cli, server, convert) take from here besides `load`.
+__all__ = ["DTYPES", "FORMAT_KEY", "FORMAT_VERSION", "format_version", "is_repo_id", "load", "load_model",
+           "parse_device", "parse_dtype", "read_json", "resolve_path"]

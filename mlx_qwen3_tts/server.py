@@ -42,7 +42,16 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from . import Qwen3TTS, Qwen3TTSError, UnknownSpeakerError, VoicePrompt, list_voices, voices_dir
+from . import (
+    AudioError,
+    Qwen3TTS,
+    Qwen3TTSError,
+    UnknownSpeakerError,
+    VoicePrompt,
+    check_voice_name,
+    list_voices,
+    voices_dir,
+)
 from .loading import DTYPES, load
 
 try:
@@ -392,6 +401,10 @@ class Voices:
                        "voice", "voice_not_found")
 
     def _saved_voice(self, name: str, alias: bool) -> str:
+        try:
+            check_voice_name(name)  # a name only: no client can make the server open a file
+        except AudioError as e:
+            raise ApiError(400, e.render(_field_name), "voice", "invalid_value") from e
         saved = self.saved()
         if name in saved:
             return name

@@ -15,7 +15,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from .audio import prepare_audio, read_audio
+from .audio import MAX_REFERENCE_SECONDS, prepare_audio, read_audio
 from .errors import AudioError, RunawayWarning, SynthesisError, warn
 from .generate import Frame, PrefixCache, PrefixStore, generate_codes, generate_step
 from .models.qwen3_tts import Model
@@ -24,13 +24,12 @@ from .request import GenerationConfig, Job, Request, RequestBuilder
 from .speech_tokenizer import SpeechTokenizer, StreamingDecoder
 from .text_tokenizer import TextTokenizer
 from .tokens import NUM_CODE_GROUPS
-from .voice_prompt import VoicePrompt
+from .voice_prompt import MAX_REF_TEXT_CHARS, VoicePrompt
 
 CHUNK_FRAMES = 12  # frames per streamed chunk after the first (0.96 s)
 FIRST_CHUNK_FRAMES = 2  # a short first chunk: audio starts after 2 frames
 CROSSFADE_SECONDS = 0.02  # the join between the pieces of a split text
 SILENCE_PEAK = 1e-4  # a reference whose peak is below this (-80 dBFS) is treated as silent
-MAX_REFERENCE_SECONDS = 60
 
 
 @dataclass
@@ -211,14 +210,13 @@ class Engine:
             raise SynthesisError(
                 "`ref_text` is empty; pass the transcript of the reference audio, or leave it out "
                 "to clone from the speaker embedding only.", "ref_text")
+        if ref_text is not None and len(ref_text) > MAX_REF_TEXT_CHARS:  # before any encoding
+            raise SynthesisError(f"`ref_text` is {len(ref_text)} characters long; a transcript of at "
+                                 f"most {MAX_REFERENCE_SECONDS} s of speech has at most "
+                                 f"{MAX_REF_TEXT_CHARS}.", "ref_text")
         wav, sr = _read_reference(ref_audio)
         tok = self.speech_tokenizer
-        wav24 = prepare_audio(wav, sr, tok.input_sample_rate)
-        seconds = len(wav24) / tok.input_sample_rate
-        if seconds > MAX_REFERENCE_SECONDS:
-            raise AudioError(
-                f"Reference audio is {seconds:.1f} s long; cloning works best from 3-20 s of clean "
-                f"speech and accepts at most {MAX_REFERENCE_SECONDS} s. Trim it.", "ref_audio")
+        wav24 = prepare_audio(wav, sr, tok.input_sample_rate)  # checks rate and length first
         if np.max(np.abs(wav24)) < SILENCE_PEAK:
             raise AudioError("Reference audio is silent; pass a recording of the voice to clone.",
                              "ref_audio")

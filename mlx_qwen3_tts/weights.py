@@ -30,6 +30,15 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 MAX_JSON_BYTES = 16 << 20
 
 
+def is_repo_id(value: str) -> bool:
+    """Whether a value that is not an existing path names a Hugging Face repo.
+
+    `owner/name` is a repo id unless `owner` is a folder here: `models/x` with a `models/` folder
+    is a path that was meant (and does not exist), not a repo to download.
+    """
+    return bool(_REPO_ID.fullmatch(value)) and not Path(value).parent.is_dir()
+
+
 def resolve_path(path_or_repo: str | Path, allow_patterns: list[str] | None = None) -> Path:
     """A local folder as is; otherwise a Hugging Face repo id fetched with `snapshot_download`.
 
@@ -43,8 +52,7 @@ def resolve_path(path_or_repo: str | Path, allow_patterns: list[str] | None = No
                                  "path_or_repo")
         return path
     repo = str(path_or_repo)
-    if not _REPO_ID.fullmatch(repo) or Path(repo).parent.is_dir():
-        # `models/x` with a `models/` folder here is a path that was meant, not a repo id.
+    if not is_repo_id(repo):
         raise ModelLoadError(
             f"{repo}: no such folder, and not a Hugging Face repo id like "
             "'Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice'.", "path_or_repo")
@@ -88,7 +96,7 @@ def read_json(path: Path, required: bool = True) -> Any:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise ModelLoadError(f"{path} is larger than any checkpoint config ({MAX_JSON_BYTES} bytes).")
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, too deep, a 5,000-digit int
         raise ModelLoadError(f"{path} is not valid JSON: {type(e).__name__}: {e}") from e
     except OSError as e:
         raise ModelLoadError(f"{path} cannot be read: {e.strerror or e}.") from e

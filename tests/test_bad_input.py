@@ -120,7 +120,7 @@ BASE_CASES = [
      qt.AudioError, "NaN or inf"),
     ("int16 audio", dict(ref_audio=((tone() * 32767).astype(np.int16), SR)), qt.AudioError, "floating point"),
     ("channels-first stereo", dict(ref_audio=(tone(channels=2).T, SR)), qt.AudioError, "channels-first"),
-    ("zero sample rate", dict(ref_audio=(tone(), 0)), qt.AudioError, "sample_rate must be a positive"),
+    ("zero sample rate", dict(ref_audio=(tone(), 0)), qt.AudioError, "`sample_rate` must be a positive"),
     ("bare array", dict(ref_audio=tone()), qt.AudioError, r"\(waveform, sample_rate\)"),
 ]
 

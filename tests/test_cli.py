@@ -175,6 +175,36 @@ def test_clone_saves_a_voice_that_gives_the_same_audio(base, tmp_path):
     assert sr == 24000 and len(a) == 5 * SAMPLES_PER_FRAME and np.array_equal(a, b)
 
 
+def test_a_voice_saved_by_name_is_reused_by_name(base, tmp_path):
+    """--save-voice NAME stores it in the voices folder; --voice NAME finds it there, even with a
+    file or folder of that name in the working directory."""
+    reference_wav(tmp_path / "ref.wav")
+    env = {"MLX_QWEN3_TTS_VOICES": str(tmp_path / "voices")}
+    common = ["--model", base, "--text", TEXT, "--max-frames", 4, "--seed", 5]
+    first = run_cli(*common, "--ref-audio", "ref.wav", "--ref-text", "this is my voice.",
+                    "--save-voice", "alice", "--out", "a.wav", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "reuse it with --voice alice" in first.stderr
+    assert (tmp_path / "voices" / "alice.safetensors").is_file()
+    (tmp_path / "alice").mkdir()  # must not hide the saved voice
+    again = run_cli(*common, "--voice", "alice", "--out", "b.wav", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    np.testing.assert_array_equal(read_pcm(tmp_path / "a.wav")[0], read_pcm(tmp_path / "b.wav")[0])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--voice", "bad name!"], "--voice: Voice name 'bad name!' is not valid"),
+    (["--voice", "nobody"], "No saved voice named 'nobody'"),
+    (["--ref-audio", "ref.wav", "--save-voice", "a\nb"], "--save-voice: Voice name"),
+])
+def test_voice_names_are_checked(base, tmp_path, capsys, monkeypatch, argv, message):
+    reference_wav(tmp_path / "ref.wav")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLX_QWEN3_TTS_VOICES", str(tmp_path / "voices"))
+    code, err = main_in_process(["--model", str(base), "--text", TEXT, *argv], capsys)
+    assert code in (1, 2) and message in err.splitlines()[-1] and "Traceback" not in err
+
+
 def test_save_voice_only_when_there_is_no_text(base, tmp_path, capsys, monkeypatch):
     reference_wav(tmp_path / "ref.wav")
     monkeypatch.chdir(tmp_path)

@@ -210,7 +210,7 @@ def test_bad_options(tiny_q, work, kwargs, match):
 
 
 def test_missing_source(work):
-    with pytest.raises(ModelLoadError, match="no such folder"):
+    with pytest.raises(ModelLoadError, match="neither an existing folder"):
         cv.convert(str(work / "no-such-checkpoint"), work / "out-missing")
     assert not (work / "out-missing").exists()
 
@@ -222,10 +222,18 @@ def test_existing_output_needs_force(tiny_q, tmp_path):
     with pytest.raises(ValueError, match="already exists.*--force"):
         cv.convert(str(tiny_q), target)
     assert (target / "keep.txt").read_text() == "mine"
+    # --force replaces only an earlier conversion's folder (test_convert_surface.py).
+    with pytest.raises(ValueError, match="only replaces folders written by"):
+        cv.convert(str(tiny_q), target, force=True)
+    assert (target / "keep.txt").read_text() == "mine"
+    shutil.rmtree(target)
+    cv.convert(str(tiny_q), target)
+    (target / "keep.txt").write_text("stale")
     cv.convert(str(tiny_q), target, force=True)
     assert not (target / "keep.txt").exists() and (target / "model.safetensors").is_file()
+    source = shutil.copytree(tiny_q, target / "inside")
     with pytest.raises(ValueError, match="would overwrite the checkpoint"):
-        cv.convert(str(tiny_q), tiny_q.parent, force=True)
+        cv.convert(str(source), target, force=True)
 
 
 def test_failure_leaves_nothing_behind(tiny_q, tmp_path, monkeypatch):
@@ -238,6 +246,7 @@ def test_failure_leaves_nothing_behind(tiny_q, tmp_path, monkeypatch):
     old = tmp_path / "old"
     old.mkdir()
     (old / "keep.txt").write_text("mine")
+    (old / "config.json").write_text(json.dumps({FORMAT_KEY: {"format_version": FORMAT_VERSION}}))
     with pytest.raises(OSError, match="disk full"):
         cv.convert(str(tiny_q), old, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]

@@ -1,8 +1,18 @@
-"""Config parsing shared by every component, and the Qwen3 decoder stack of talker and predictor."""
+"""Config parsing shared by every component, and the Qwen3 decoder stack of talker and predictor.
+
+`BaseConfig.from_dict` checks every field a config declares against its annotation (`int`,
+`float`, `bool`, `str`, `list[int]`, `dict[str, int]`, `dict[str, Any]`, nested configs, each
+optionally `| None`) and against the class's `BOUNDS`, before any value is used: a wrong type,
+a zero or an absurd size in a checkpoint's JSON is a `ModelLoadError` naming the file and the
+field, not a TypeError, ZeroDivisionError or minutes spent building a million layers.
+"""
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -11,19 +21,147 @@ from mlx_lm.models.qwen3 import ModelArgs, TransformerBlock
 
 from ..errors import ModelLoadError
 
+# Upper bounds of sizes and depths: far above every released Qwen3-TTS (widths up to 6144, 28
+# layers, 16 heads of 128, 151,936 text tokens, 2048-entry codebooks), low enough that a crafted
+# config fails here instead of building a million layers or asking MLX for terabytes.
+MAX_WIDTH = 1 << 16
+MAX_LAYERS = 256
+MAX_HEADS = 1024
+MAX_HEAD_DIM = 1024
+MAX_VOCAB = 1 << 20
+MAX_POSITIONS = 1 << 24
+MAX_KERNEL = 1024
+MAX_QUANTIZERS = 64
+MAX_LIST = 64  # entries of a list field (strides, channels, kernel sizes)
+MAX_STRIDE = 64
+MAX_NESTING = 16  # levels of a free-form JSON field (rope_scaling, quantization)
+FIX = "fix the file or download the checkpoint again"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field, or of each entry of a list field."""
+
+    low: float
+    high: float
+    low_open: bool = False  # e.g. an epsilon must be > 0
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}]"
+
+
+def _show(value: Any) -> str:
+    """A short, never-failing description of a JSON value for a message."""
+    if isinstance(value, (dict, list)):
+        kind, n = "JSON object" if isinstance(value, dict) else "list", len(value)
+        return f"a {kind} of {n} entr{'y' if n == 1 else 'ies'}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
+        return "an integer of 19 digits or more"  # no str() past 4300 digits
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _nesting(value: Any, limit: int) -> int:
+    """Levels of lists / objects around the deepest value, counted without recursion; stops
+    counting past `limit`."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            return depth
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
+
+
+SCALARS: dict[type, tuple[str, typing.Callable[[Any], bool]]] = {
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    # JSON writes 1000000.0 as 1000000: ints are floats too. NaN and Infinity are not.
+    float: ("a finite number", lambda v: not isinstance(v, bool) and (
+        isinstance(v, int) or isinstance(v, float) and math.isfinite(v))),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def _type_error(source: str, name: str, expected: str, value: Any) -> ModelLoadError:
+    return ModelLoadError(f"{source}: `{name}` must be {expected}, got {_show(value)}; {FIX}.")
+
+
+def check_value(value: Any, hint: Any, source: str, name: str) -> None:
+    """Raise `ModelLoadError` unless the JSON `value` fits the field annotation `hint`."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `X | None`
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        if _nesting(value, MAX_NESTING) > MAX_NESTING:
+            raise ModelLoadError(f"{source}: `{name}` is nested more than {MAX_NESTING} levels deep; {FIX}.")
+    elif hint in SCALARS:
+        expected, fits = SCALARS[hint]
+        if not fits(value):
+            raise _type_error(source, name, expected, value)
+    elif origin is list:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_LIST:
+            raise _type_error(source, name, f"a list of 1 to {MAX_LIST} entries", value)
+        for i, item in enumerate(value):
+            check_value(item, args[0], source, f"{name}[{i}]")
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(source, name, "a JSON object", value)
+        for key, item in value.items():
+            check_value(item, args[1], source, f"{name}[{key!r}]")
+    elif isinstance(hint, type) and issubclass(hint, BaseConfig):
+        if not isinstance(value, dict):  # parsed by the owner's `_nested`, with its own source
+            raise _type_error(source, name, "a JSON object", value)
+    else:  # a field type this function does not know: a programming error, not a bad file
+        raise TypeError(f"{name}: unsupported config annotation {hint!r}")
+
+
+def check_range(value: Any, bound: Range, source: str, name: str, derived: bool = False) -> None:
+    """Raise `ModelLoadError` unless `value` (each entry of a list) lies in `bound`."""
+    for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+        if item not in bound:
+            where = name if i is None else f"{name}[{i}]"
+            origin = " (derived from the other fields)" if derived else ""
+            raise ModelLoadError(f"{source}: `{where}` is {_show(item)}{origin}, outside {bound}; {FIX}.")
+
+
+def check_id(value: int, size: int, source: str, name: str, table: str) -> None:
+    """Raise `ModelLoadError` unless the token id `value` indexes a `size`-row embedding."""
+    if not 0 <= value < size:
+        raise ModelLoadError(
+            f"{source}: `{name}` is {_show(value)}, outside the {table} [0, {size}); {FIX}."
+        )
+
 
 @dataclass
 class BaseConfig:
     """A dataclass built from a checkpoint's JSON with `from_dict`.
 
     Fields without a default are required: a missing one raises `ModelLoadError` naming the file
-    and the field. Unknown keys are ignored (checkpoints carry many unused ones).
+    and the field. Unknown keys are ignored (checkpoints carry many unused ones). Every known
+    field is checked against its annotation and `BOUNDS` before the dataclass is built, and
+    derived fields and relations between fields by `_check` after.
     """
+
+    BOUNDS: ClassVar[dict[str, Range]] = {}
 
     @classmethod
     def from_dict(cls, params: dict[str, Any], source: str = "config.json"):
         if not isinstance(params, dict):
-            raise ModelLoadError(f"{source}: expected a JSON object, got {type(params).__name__}.")
+            raise ModelLoadError(f"{source}: expected a JSON object, got {_show(params)}; {FIX}.")
         cls._validate(params, source)
         fields = dataclasses.fields(cls)
         missing = [
@@ -41,7 +179,26 @@ class BaseConfig:
             )
         names = {f.name for f in fields if f.init}
         kwargs = {k: v for k, v in params.items() if k in names}
-        return cls(**cls._nested(kwargs, source))
+        cls._check_fields(kwargs, source)
+        config = cls(**cls._nested(kwargs, source))
+        config._check_derived({k for k, v in kwargs.items() if v is not None}, source)
+        config._check(source)
+        return config
+
+    @classmethod
+    def _check_fields(cls, kwargs: dict[str, Any], source: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for name, value in kwargs.items():
+            check_value(value, hints[name], source, name)
+            if name in cls.BOUNDS and value is not None:
+                check_range(value, cls.BOUNDS[name], source, name)
+
+    def _check_derived(self, given: set[str], source: str) -> None:
+        """Bounds of the fields `__post_init__` filled in (e.g. head_dim = hidden / heads)."""
+        for name, bound in self.BOUNDS.items():
+            value = getattr(self, name, None)
+            if name not in given and value is not None:
+                check_range(value, bound, source, name, derived=True)
 
     @classmethod
     def _validate(cls, params: dict[str, Any], source: str) -> None:
@@ -52,8 +209,35 @@ class BaseConfig:
         """Hook for configs that hold sub-configs: parse them here."""
         return kwargs
 
+    def _check(self, source: str) -> None:
+        """Hook for relations between fields, checked once the config is built."""
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_heads(config: Any, source: str) -> None:
+    """Grouped-query attention needs whole groups: heads a multiple of key/value heads."""
+    if config.num_attention_heads % config.num_key_value_heads:
+        raise ModelLoadError(
+            f"{source}: `num_attention_heads` {config.num_attention_heads} is not a multiple of "
+            f"`num_key_value_heads` {config.num_key_value_heads}; {FIX}."
+        )
+
+
+# What a Qwen3 stack (talker, code predictor) and the codec's transformers share.
+TRANSFORMER_BOUNDS = {
+    "hidden_size": Range(1, MAX_WIDTH),
+    "intermediate_size": Range(1, MAX_WIDTH),
+    "num_hidden_layers": Range(1, MAX_LAYERS),
+    "num_attention_heads": Range(1, MAX_HEADS),
+    "num_key_value_heads": Range(1, MAX_HEADS),
+    "head_dim": Range(1, MAX_HEAD_DIM),
+    "rope_theta": Range(0, 1e12, low_open=True),
+    "rms_norm_eps": Range(0, 1, low_open=True),
+    "max_position_embeddings": Range(1, MAX_POSITIONS),
+    "vocab_size": Range(1, MAX_VOCAB),
+}
 
 
 @dataclass(kw_only=True)
@@ -76,9 +260,14 @@ class Qwen3StackConfig(BaseConfig):
     use_sliding_window: bool = False
     rope_scaling: dict[str, Any] | None = None
 
+    BOUNDS: ClassVar[dict[str, Range]] = {**TRANSFORMER_BOUNDS, "num_code_groups": Range(1, MAX_QUANTIZERS)}
+
     def __post_init__(self):
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
+
+    def _check(self, source: str) -> None:
+        check_heads(self, source)
 
     def check(self, source: str) -> None:
         """Reject settings the port does not implement instead of running them wrongly."""

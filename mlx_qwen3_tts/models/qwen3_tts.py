@@ -5,17 +5,20 @@ The speech tokenizer lives in its own folder and module (`models/codec`); the fr
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from ..errors import ModelLoadError
-from .base import BaseConfig
+from .base import FIX, BaseConfig, check_id
 from .speaker_encoder import SpeakerEncoder, SpeakerEncoderConfig
 from .talker import Talker, TalkerConfig
 
 MODEL_TYPES = ("custom_voice", "voice_design", "base")
+# What MLX's affine quantization takes; loading builds quantized layers from these.
+QUANT_BITS = (2, 3, 4, 5, 6, 8)
+QUANT_GROUP_SIZES = (32, 64, 128)
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Qwen3TTSConfig(BaseConfig):
     model_type: str = "qwen3_tts"
     tokenizer_type: str = "qwen3_tts_tokenizer_12hz"
     quantization: dict[str, Any] | None = None
+
+    TEXT_IDS: ClassVar[tuple[str, ...]] = ("tts_pad_token_id", "tts_bos_token_id", "tts_eos_token_id")
 
     @classmethod
     def _validate(cls, params, source):
@@ -67,10 +72,33 @@ class Qwen3TTSConfig(BaseConfig):
                 )
         return {**kwargs, "talker_config": talker, "speaker_encoder_config": speaker}
 
+    def _check(self, source: str) -> None:
+        text_vocab = self.talker_config.text_vocab_size
+        for name in self.TEXT_IDS:
+            check_id(getattr(self, name), text_vocab, source, name,
+                     "text vocabulary (`talker_config.text_vocab_size`)")
+        if self.quantization is not None:
+            _check_quantization(self.quantization, source)
+
     @property
     def instruct_supported(self) -> bool:
         # The reference drops `instruct` for 0.6B CustomVoice via `size in "0b6"` (dossier §6.3).
         return not (self.tts_model_type == "custom_voice" and self.tts_model_size in "0b6")
+
+
+def _check_quantization(block: dict[str, Any], source: str) -> None:
+    """The defaults and each per-layer entry of a `quantization` block take MLX's settings."""
+    entries = {"quantization": block}
+    entries.update({f"quantization[{k!r}]": v for k, v in block.items() if isinstance(v, dict)})
+    allowed = {"bits": QUANT_BITS, "group_size": QUANT_GROUP_SIZES, "mode": ("affine",)}
+    for name, entry in entries.items():
+        for key, values in allowed.items():
+            value = entry.get(key, values[0])
+            if isinstance(value, bool) or value not in values:
+                raise ModelLoadError(
+                    f"{source}: `{name}['{key}']` must be one of {', '.join(map(str, values))}, got "
+                    f"{value!r:.40}; {FIX}."
+                )
 
 
 class Model(nn.Module):

@@ -8,14 +8,16 @@ statistics pooling and a 1x1 conv to the talker width. Its log-mel front-end is 
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from ..audio import check_reference_audio
 from ..errors import AudioError, ModelLoadError
-from .base import BaseConfig, conv_weight_to_mlx
+from .base import FIX, MAX_HEADS, MAX_KERNEL, MAX_WIDTH, BaseConfig, Range, conv_weight_to_mlx
 
 # Literals of the reference's `extract_speaker_embedding`; they are not in any config file.
 N_FFT = 1024
@@ -41,12 +43,34 @@ class SpeakerEncoderConfig(BaseConfig):
     enc_se_channels: int = 128
     sample_rate: int = 24000
 
-    def __post_init__(self):
-        n = len(self.enc_channels)
-        if len(self.enc_kernel_sizes) != n or len(self.enc_dilations) != n:
+    BOUNDS: ClassVar[dict[str, Range]] = {
+        "enc_dim": Range(1, MAX_WIDTH),
+        "mel_dim": Range(1, 1024),  # the filterbank is built eagerly, [mel_dim, 513]
+        "enc_channels": Range(1, MAX_WIDTH),
+        "enc_kernel_sizes": Range(1, MAX_KERNEL),
+        "enc_dilations": Range(1, MAX_KERNEL),
+        "enc_attention_channels": Range(1, MAX_WIDTH),
+        "enc_res2net_scale": Range(1, MAX_HEADS),
+        "enc_se_channels": Range(1, MAX_WIDTH),
+        "sample_rate": Range(8000, 384000),
+    }
+
+    def _check(self, source: str) -> None:
+        ch, scale = self.enc_channels, self.enc_res2net_scale
+        if not len(self.enc_kernel_sizes) == len(self.enc_dilations) == len(ch):
             raise ModelLoadError(
-                "speaker_encoder_config: enc_channels, enc_kernel_sizes and enc_dilations "
-                "must have the same length."
+                f"{source}: `enc_channels`, `enc_kernel_sizes` and `enc_dilations` must have the same "
+                f"length; {FIX}."
+            )
+        # One TDNN, at least one SE-Res2Net block, and the aggregation over the blocks' outputs.
+        if len(ch) < 3 or sum(ch[1:-1]) != ch[-1]:
+            raise ModelLoadError(
+                f"{source}: `enc_channels` {ch} must have 3 or more entries, the last the sum of "
+                f"those between the first and the last; {FIX}."
+            )
+        if any(c % scale for c in ch[1:-1]):
+            raise ModelLoadError(
+                f"{source}: `enc_res2net_scale` {scale} must divide the block widths {ch[1:-1]}; {FIX}."
             )
 
 
@@ -253,7 +277,8 @@ class SpeakerEncoder(nn.Module):
 
     def embed(self, audio: np.ndarray) -> mx.array:
         """The x-vector `[enc_dim]` of one mono 24 kHz float waveform (reference: one at a time)."""
-        audio = _check_audio(audio, min_audio_samples(self.min_frames))
+        # User-facing checks (shape, dtype, length in seconds) are the audio module's.
+        audio = check_reference_audio(audio, self.config.sample_rate, min_audio_samples(self.min_frames))
         mels = self.mel_spectrogram(mx.array(audio))
         # The reference casts the fp32 mels to the model dtype before the encoder.
         return self(mels.astype(self.fc.weight.dtype))[0]
@@ -266,21 +291,3 @@ class SpeakerEncoder(nn.Module):
             for k, w in weights.items()
         }
 
-
-def _check_audio(audio: np.ndarray, min_samples: int) -> np.ndarray:
-    audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise AudioError(f"reference audio must be 1-D mono samples, got shape {audio.shape}.")
-    if audio.size == 0:
-        raise AudioError("reference audio is empty.")
-    if not np.issubdtype(audio.dtype, np.floating):
-        raise AudioError(f"reference audio must be float samples in [-1, 1], got {audio.dtype}.")
-    audio = audio.astype(np.float32)
-    if not np.isfinite(audio).all():
-        raise AudioError("reference audio contains NaN or infinite samples.")
-    if audio.size < min_samples:
-        raise AudioError(
-            f"reference audio of {audio.size} samples is too short; the speaker encoder needs "
-            f"at least {min_samples} samples at 24 kHz."
-        )
-    return audio

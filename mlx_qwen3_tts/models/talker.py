@@ -5,13 +5,14 @@ predictor, which fills in codebooks 1..15.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.cache import KVCache
 
-from .base import Qwen3Stack, Qwen3StackConfig
+from ..errors import ModelLoadError
+from .base import FIX, MAX_VOCAB, MAX_WIDTH, Qwen3Stack, Qwen3StackConfig, Range, check_id
 from .code_predictor import CodePredictor, CodePredictorConfig
 
 
@@ -31,12 +32,40 @@ class TalkerConfig(Qwen3StackConfig):
     spk_id: dict[str, int] = field(default_factory=dict)
     spk_is_dialect: dict[str, Any] = field(default_factory=dict)
 
+    BOUNDS: ClassVar[dict[str, Range]] = {
+        **Qwen3StackConfig.BOUNDS,
+        "text_vocab_size": Range(1, MAX_VOCAB),
+        "text_hidden_size": Range(1, MAX_WIDTH),
+    }
+    # Rows of the codec embedding (`vocab_size` of them) that the prompt builders look up.
+    CODEC_IDS: ClassVar[tuple[str, ...]] = (
+        "codec_pad_id", "codec_bos_id", "codec_eos_token_id", "codec_think_id", "codec_nothink_id",
+        "codec_think_bos_id", "codec_think_eos_id",
+    )
+
     @classmethod
     def _nested(cls, kwargs, source):
         cp_source = f"{source} (code_predictor_config)"
         cp = CodePredictorConfig.from_dict(kwargs["code_predictor_config"], cp_source)
         cp.check(cp_source)
         return {**kwargs, "code_predictor_config": cp}
+
+    def _check(self, source: str) -> None:
+        super()._check(source)
+        # An id past the embedding would index out of bounds at the first request, not at load.
+        ids = {name: getattr(self, name) for name in self.CODEC_IDS}
+        for table in ("codec_language_id", "spk_id"):
+            ids.update({f"{table}[{k!r}]": v for k, v in getattr(self, table).items()})
+        for name, value in ids.items():
+            check_id(value, self.vocab_size, source, name, "codec vocabulary (`vocab_size`)")
+        for speaker, dialect in self.spk_is_dialect.items():
+            if dialect not in (False, None) and not (
+                isinstance(dialect, str) and dialect in self.codec_language_id
+            ):
+                raise ModelLoadError(
+                    f"{source}: `spk_is_dialect[{speaker!r}]` must be false or a language of "
+                    f"`codec_language_id`, got {dialect!r:.40}; {FIX}."
+                )
 
 
 class ResizeMLP(nn.Module):

@@ -13,13 +13,23 @@ a stream, and the pieces concatenate to the single-pass audio. Two whole-utteran
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from ...errors import ModelLoadError
-from ..base import BaseConfig
+from ..base import (
+    MAX_POSITIONS,
+    MAX_QUANTIZERS,
+    MAX_STRIDE,
+    MAX_WIDTH,
+    TRANSFORMER_BOUNDS,
+    BaseConfig,
+    Range,
+    check_heads,
+    check_range,
+)
 from .layers import (
     CausalConv1d,
     CausalConvTranspose1d,
@@ -57,9 +67,29 @@ class DecoderConfig(BaseConfig):
     hidden_act: str = "silu"
     attention_bias: bool = False
 
+    BOUNDS: ClassVar[dict[str, Range]] = {
+        **{k: TRANSFORMER_BOUNDS[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                               "num_attention_heads", "num_key_value_heads", "head_dim",
+                                               "rope_theta", "rms_norm_eps")},
+        "codebook_size": Range(1, MAX_WIDTH),
+        "codebook_dim": Range(1, MAX_WIDTH),
+        "num_quantizers": Range(1, MAX_QUANTIZERS),
+        "latent_dim": Range(1, MAX_WIDTH),
+        "sliding_window": Range(1, MAX_POSITIONS),
+        "upsample_rates": Range(1, MAX_STRIDE),
+        "upsampling_ratios": Range(1, MAX_STRIDE),
+        "decoder_dim": Range(1, MAX_WIDTH),
+    }
+
     def __post_init__(self):
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
+
+    def _check(self, source: str) -> None:
+        check_heads(self, source)
+        # Each upsampling block halves the channels; the last must keep at least one.
+        narrowest = self.decoder_dim // 2 ** len(self.upsample_rates)
+        check_range(narrowest, Range(1, MAX_WIDTH), source, "decoder_dim // 2^len(upsample_rates)")
 
     @classmethod
     def _nested(cls, kwargs: dict[str, Any], source: str) -> dict[str, Any]:

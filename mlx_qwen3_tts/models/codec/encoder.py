@@ -7,13 +7,24 @@ conv with replicate padding to 12.5 Hz, then split RVQ of which the first 16 cod
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from ...errors import ModelLoadError
-from ..base import BaseConfig
+from ..base import (
+    FIX,
+    MAX_KERNEL,
+    MAX_QUANTIZERS,
+    MAX_STRIDE,
+    MAX_WIDTH,
+    TRANSFORMER_BOUNDS,
+    BaseConfig,
+    Range,
+    check_heads,
+    check_range,
+)
 from .layers import ELU, CausalConv1d, run_layers
 from .quantizer import EncoderSplitRVQ
 from .transformer import EncoderTransformer
@@ -50,6 +61,39 @@ class EncoderConfig(BaseConfig):
     pad_mode: str = "constant"
     use_conv_shortcut: bool = False
     attention_bias: bool = False
+
+    BOUNDS: ClassVar[dict[str, Range]] = {
+        **{k: TRANSFORMER_BOUNDS[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                               "num_attention_heads", "num_key_value_heads", "head_dim",
+                                               "rope_theta")},
+        "sampling_rate": Range(8000, 384000),
+        "audio_channels": Range(1, 1),
+        "num_filters": Range(1, MAX_WIDTH),
+        "kernel_size": Range(1, MAX_KERNEL),
+        "last_kernel_size": Range(1, MAX_KERNEL),
+        "residual_kernel_size": Range(1, MAX_KERNEL),
+        "num_residual_layers": Range(0, 16),
+        "dilation_growth_rate": Range(1, 16),
+        "compress": Range(1, MAX_WIDTH),
+        "upsampling_ratios": Range(1, MAX_STRIDE),
+        "norm_eps": Range(0, 1, low_open=True),
+        "num_quantizers": Range(1, MAX_QUANTIZERS),
+        "num_semantic_quantizers": Range(0, MAX_QUANTIZERS),
+        "codebook_size": Range(1, MAX_WIDTH),
+        "codebook_dim": Range(1, MAX_WIDTH),
+        "vector_quantization_hidden_dimension": Range(1, MAX_WIDTH),
+        "frame_rate": Range(0, 1000, low_open=True),
+    }
+
+    def _check(self, source: str) -> None:
+        check_heads(self, source)
+        # SEANet doubles the channels at every stride and divides them by `compress` inside.
+        widest = self.num_filters * 2 ** len(self.upsampling_ratios)
+        check_range(widest, Range(1, MAX_WIDTH), source, "num_filters * 2^len(upsampling_ratios)")
+        check_range(self.num_filters // self.compress, Range(1, MAX_WIDTH), source, "num_filters // compress")
+        check_range(self.downsample_kernel, Range(1, MAX_KERNEL), source, "downsample kernel from frame_rate")
+        if self.num_semantic_quantizers > self.num_quantizers:
+            raise ModelLoadError(f"{source}: `num_semantic_quantizers` exceeds `num_quantizers`; {FIX}.")
 
     @classmethod
     def from_dict(cls, params: dict[str, Any], source: str = "config.json"):

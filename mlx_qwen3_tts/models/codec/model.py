@@ -7,14 +7,14 @@ EMA codebooks become one derived `...codebook.embedding` table each (dossier §2
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ...errors import ModelLoadError
-from ..base import BaseConfig, conv_weight_to_mlx
+from ..base import MAX_QUANTIZERS, BaseConfig, Range, conv_weight_to_mlx
 from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig
 
@@ -41,6 +41,14 @@ class SpeechTokenizerConfig(BaseConfig):
     encode_downsample_rate: int
     decode_upsample_rate: int
     model_type: str = MODEL_TYPE
+
+    BOUNDS: ClassVar[dict[str, Range]] = {
+        "encoder_valid_num_quantizers": Range(1, MAX_QUANTIZERS),
+        "input_sample_rate": Range(8000, 384000),
+        "output_sample_rate": Range(8000, 384000),
+        "encode_downsample_rate": Range(1, 1 << 20),
+        "decode_upsample_rate": Range(1, 1 << 20),
+    }
 
     @classmethod
     def _validate(cls, params: dict[str, Any], source: str) -> None:
