@@ -4,6 +4,7 @@
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import soundfile as sf
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="Lines per batched call.")
     parser.add_argument("--out-dir", default="clips", help="Folder for line_000.wav, ...")
     parser.add_argument("--max-frames", type=int, default=None, help="Cap each line (12.5 frames/s).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the first take (take i: seed + i).")
     args = parser.parse_args()
 
     if args.lines is None:
@@ -40,7 +42,8 @@ def main() -> None:
     for start in range(0, len(lines), args.batch_size):
         group = lines[start:start + args.batch_size]
         # One frame loop for the whole group; each line stops on its own.
-        results = tts.generate_batch(group, speaker=args.speaker, max_frames=args.max_frames)
+        results = tts.generate_batch(group, speaker=args.speaker, max_frames=args.max_frames,
+                                     seed=args.seed + start)  # line i: seed + i, as alone
         for i, result in enumerate(results, start):
             path = out_dir / f"line_{i:03d}.wav"
             sf.write(path, result.audio, result.sample_rate)
@@ -49,4 +52,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except qt.Qwen3TTSError as e:  # a bad checkpoint, argument or file: one line, as the CLI says it
+        sys.exit(f"error: {e}")

@@ -4,6 +4,7 @@
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import soundfile as sf
@@ -24,15 +25,16 @@ def main() -> None:
     parser.add_argument("--instruct", default=None, help="Style instruction (1.7B CustomVoice only).")
     parser.add_argument("--out-dir", default=".", help="Folder for the .wav files.")
     parser.add_argument("--max-frames", type=int, default=None, help="Cap each line (12.5 frames/s).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the first take (take i: seed + i).")
     args = parser.parse_args()
 
     tts = qt.load(args.model)
     print(f"{tts!r}\nspeakers: {', '.join(tts.speakers)}\nlanguages: {', '.join(tts.languages)}")
 
-    for language, text in LINES:
+    for i, (language, text) in enumerate(LINES):
         result = tts.generate(
             text, speaker=args.speaker, language=language, instruct=args.instruct,
-            max_frames=args.max_frames,
+            max_frames=args.max_frames, seed=args.seed + i,
         )
         path = Path(args.out_dir) / f"custom_voice_{language}.wav"
         sf.write(path, result.audio, result.sample_rate)
@@ -41,4 +43,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except qt.Qwen3TTSError as e:  # a bad checkpoint, argument or file: one line, as the CLI says it
+        sys.exit(f"error: {e}")

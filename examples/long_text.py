@@ -7,6 +7,7 @@ short crossfade (`split=True`, the default); streaming writes each chunk as soon
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import soundfile as sf
@@ -36,4 +37,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except qt.Qwen3TTSError as e:  # a bad checkpoint, argument or file: one line, as the CLI says it
+        sys.exit(f"error: {e}")

@@ -4,6 +4,7 @@
 """
 
 import argparse
+import sys
 
 import soundfile as sf
 
@@ -23,12 +24,16 @@ def main() -> None:
     parser.add_argument("--out", default="streaming.wav", help="Output .wav file.")
     parser.add_argument("--play", action="store_true", help="Also play it (pip install sounddevice).")
     parser.add_argument("--max-frames", type=int, default=None, help="Cap the length (12.5 frames/s).")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed (same seed, same audio).")
     args = parser.parse_args()
 
     tts = qt.load(args.model)
     player = None
     if args.play:
-        import sounddevice  # optional dependency, only for playback
+        try:
+            import sounddevice  # optional dependency, only for playback
+        except (ImportError, OSError):  # not installed, or no PortAudio library
+            sys.exit("error: --play needs sounddevice: pip install sounddevice")
 
         player = sounddevice.OutputStream(samplerate=tts.sample_rate, channels=1, dtype="float32")
         player.start()
@@ -36,7 +41,7 @@ def main() -> None:
     with sf.SoundFile(args.out, "w", tts.sample_rate, 1) as out:
         # 2 frames (160 ms) first for a short wait, then 12 frames (960 ms) per chunk.
         for chunk in tts.stream_generate(TEXT, speaker=args.speaker, max_frames=args.max_frames,
-                                         first_chunk_frames=2, chunk_frames=12):
+                                         first_chunk_frames=2, chunk_frames=12, seed=args.seed):
             out.write(chunk.audio)
             out.flush()  # the file is playable while it grows
             if player is not None:
@@ -49,4 +54,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except qt.Qwen3TTSError as e:  # a bad checkpoint, argument or file: one line, as the CLI says it
+        sys.exit(f"error: {e}")

@@ -4,6 +4,7 @@
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import soundfile as sf
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--voice-file", default="my_voice.safetensors", help="Where to save the voice.")
     parser.add_argument("--out-dir", default=".", help="Folder for the .wav files.")
     parser.add_argument("--max-frames", type=int, default=None, help="Cap each line (12.5 frames/s).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the first take (take i: seed + i).")
     args = parser.parse_args()
 
     tts = qt.load(args.model)
@@ -37,11 +39,15 @@ def main() -> None:
     # Later, or in another process: load the saved voice and speak with it.
     voice = qt.VoicePrompt.load(args.voice_file)
     for i, text in enumerate(LINES):
-        result = tts.generate(text, voice=voice, language="english", max_frames=args.max_frames)
+        result = tts.generate(text, voice=voice, language="english", max_frames=args.max_frames,
+                              seed=args.seed + i)
         path = Path(args.out_dir) / f"voice_clone_{i}.wav"
         sf.write(path, result.audio, result.sample_rate)
         print(f"{path}: {result.seconds:.2f} s (RTF {result.rtf:.2f})")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except qt.Qwen3TTSError as e:  # a bad checkpoint, argument or file: one line, as the CLI says it
+        sys.exit(f"error: {e}")

@@ -4,6 +4,7 @@
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import soundfile as sf
@@ -23,11 +24,13 @@ def main() -> None:
                         help="Checkpoint folder or Hugging Face repo id.")
     parser.add_argument("--out-dir", default=".", help="Folder for the .wav files.")
     parser.add_argument("--max-frames", type=int, default=None, help="Cap each take (12.5 frames/s).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the first take (take i: seed + i).")
     args = parser.parse_args()
 
     tts = qt.load(args.model)
-    for name, description in VOICES.items():
-        result = tts.generate(TEXT, instruct=description, language="english", max_frames=args.max_frames)
+    for i, (name, description) in enumerate(VOICES.items()):
+        result = tts.generate(TEXT, instruct=description, language="english", max_frames=args.max_frames,
+                              seed=args.seed + i)
         path = Path(args.out_dir) / f"voice_design_{name}.wav"
         sf.write(path, result.audio, result.sample_rate)
         # Sampling is random: generate(..., seed=result.seed) brings this exact take back.
@@ -35,4 +38,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except qt.Qwen3TTSError as e:  # a bad checkpoint, argument or file: one line, as the CLI says it
+        sys.exit(f"error: {e}")

@@ -10,6 +10,7 @@ Exit status: 0 done, 1 the library failed (bad checkpoint or audio), 2 bad argum
 """
 
 import argparse
+import os
 import queue
 import shutil
 import subprocess
@@ -202,6 +203,29 @@ def _check_args(args: argparse.Namespace) -> None:
             _check_output(args)
         else:
             _check_voice_name("--save-voice", args.save_voice)
+    _check_outputs_are_not_inputs(args)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve() or os.path.samefile(a, b)
+    except OSError:  # the output does not exist yet
+        return False
+
+
+def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
+    """Writing the output would destroy an input (a recording passed as --out, say)."""
+    def voice_file(value: str | None) -> str | None:  # a saved voice's name is no file here
+        return value if value and is_voice_path(value) else None
+
+    text_file = args.text_file if args.text_file != "-" else None
+    inputs = {"--ref-audio": args.ref_audio, "--text-file": text_file, "--voice": voice_file(args.voice)}
+    outputs = {"--out": args.out or DEFAULT_OUT, "--save-voice": voice_file(args.save_voice)}
+    for out_flag, out in outputs.items():
+        for in_flag, source in inputs.items():
+            if out is not None and source is not None and _same_file(out, source):
+                raise UsageError(f"{out_flag} {out} is the {in_flag} file: writing it would destroy "
+                                 "the input; choose another output file.")
 
 
 def _check_voice_name(flag_name: str, value: str) -> None:

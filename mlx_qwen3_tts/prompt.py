@@ -16,8 +16,6 @@ from .models.qwen3_tts import Model
 from .text_tokenizer import TextTokenizer
 
 ROLE = [tokens.IM_START, tokens.ASSISTANT, tokens.NEWLINE]
-TEXT_SUFFIX = [tokens.IM_END, tokens.NEWLINE, tokens.IM_START, tokens.ASSISTANT, tokens.NEWLINE]
-REF_SUFFIX = [tokens.IM_END, tokens.NEWLINE]
 
 
 @dataclass
@@ -92,30 +90,26 @@ class PromptEmbedder:
     def codec(self, ids: list[int]) -> mx.array:
         return self.model.talker.embed_codec(mx.array(ids, mx.int32))
 
+    # User text is always literal text: only this builder emits control ids. The reference
+    # tokenizes a chat template holding the text, so control-token strings typed into the text
+    # became control tokens (prompt injection); every other text gets the reference's ids.
+
     def target_ids(self, text: str) -> list[int]:
-        """Ids of the spoken text alone: `ids[3:-5]` of the reference's assistant template."""
-        return _template_slice(self.tokenizer, text, TEXT_SUFFIX)
+        """Ids of the spoken text: what the reference slices out of its assistant template
+        (`ids[3:-5]`, dossier §3.1). The template's special tokens end the text's BPE segment, so
+        the text alone gives the same ids, and stays right where the slice breaks (a text that
+        starts with newlines, which merge with the role's, dossier §6.13)."""
+        return self.tokenizer.encode_literal(text)
 
     def ref_ids(self, ref_text: str) -> list[int]:
-        """Ids of an in-context clone's transcript: `ref_ids[3:-2]` of its template."""
-        return _template_slice(self.tokenizer, ref_text, REF_SUFFIX)
+        """Ids of an in-context clone's transcript (`ref_ids[3:-2]` of its template)."""
+        return self.tokenizer.encode_literal(ref_text)
 
     def instruct_ids(self, instruct: str) -> list[int]:
-        return self.tokenizer.encode(f"<|im_start|>user\n{instruct}<|im_end|>\n")
-
-
-def _template_slice(tokenizer: TextTokenizer, text: str, suffix: list[int]) -> list[int]:
-    """The text's ids exactly as the reference slices them out of its chat template.
-
-    The reference tokenizes the whole template and slices by position; when the text starts
-    with newlines they merge with the role's `\\n` and the slice breaks (dossier §6.13). Then
-    the text is tokenized on its own, which is what the slice means to take.
-    """
-    tail = "<|im_end|>\n<|im_start|>assistant\n" if suffix is TEXT_SUFFIX else "<|im_end|>\n"
-    ids = tokenizer.encode(f"<|im_start|>assistant\n{text}{tail}")
-    if ids[:3] == ROLE and ids[-len(suffix):] == suffix:
-        return ids[3 : -len(suffix)]
-    return tokenizer.encode(text)
+        """`<|im_start|>user\\n{instruct}<|im_end|>\\n` as the reference tokenizes it: `user\\n`
+        and the instruction are one BPE segment between the special tokens."""
+        return [tokens.IM_START, *self.tokenizer.encode_literal(f"user\n{instruct}"), tokens.IM_END,
+                tokens.NEWLINE]
 
 
 def control_block(
@@ -192,5 +186,8 @@ def icl_prompt(
         tail, trailing = mx.concatenate([text, pad]) + codec, e.tts_pad
     # Tail positions pairing the reference transcript with codec frames are voice-only too.
     shared = len(ref_ids) if non_streaming else min(len(ref_ids), codec.shape[0])
-    return Prompt(mx.concatenate([head, tail]), trailing, ref_codes, len(text_ids),
-                  head.shape[0] + shared)
+    prefill = mx.concatenate([head, tail])
+    # A transcript as long as the reference fills the whole streaming-layout prompt; the cached
+    # prefix must still leave a position to prefill, whose logits give the first token.
+    prefix_len = min(head.shape[0] + shared, prefill.shape[0] - 1)
+    return Prompt(prefill, trailing, ref_codes, len(text_ids), prefix_len)

@@ -44,6 +44,11 @@ PREFERRED_SPEAKER = "vivian"
 # The whole prompt's text tokens (instruction + reference transcript + text): far above any
 # real prompt, low enough that one request cannot hold the model for minutes.
 MAX_PROMPT_TOKENS = 8192
+# The most tokens of one piece of a split text: at least what any text short enough never to be
+# split (`SPLIT_CHARS`, 300) can have, so those stay one piece as in the official model. NFC can
+# make one character three code points of 4 bytes, and byte-level BPE spends at most a token per
+# byte: 300 x 12 = 3600.
+MAX_PIECE_TOKENS = 3600
 SEED_LIMIT = 2**64  # MLX keys are 64-bit
 SAMPLING_ARGUMENTS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_frames",
                       "subtalker_temperature", "subtalker_top_k", "subtalker_top_p")
@@ -318,7 +323,9 @@ class RequestBuilder:
         `Qwen3TTS.generate`: the voice, the sampling, `seed`, `runaway_guard` and `decode_mode`.
         """
         text = check_text(text)
-        return self._job(split_text(text) if split else [text], kwargs)
+        if not split:
+            return self._job([text], kwargs)
+        return self._job(split_text(text), kwargs, cap=MAX_PIECE_TOKENS)
 
     def batch(self, texts: Any, **kwargs: Any) -> Job:
         """One request per text (text i is sampled with seed + i), each spoken in one piece."""
@@ -329,17 +336,23 @@ class RequestBuilder:
             raise EmptyTextError("`texts` is empty; pass at least one text.", "texts")
         return self._job([check_text(t) for t in texts], kwargs)
 
-    def _job(self, pieces: list[str], kwargs: dict[str, Any]) -> Job:
+    def _job(self, pieces: list[str], kwargs: dict[str, Any], cap: int | None = None) -> Job:
+        """Requests for `pieces` (those over `cap` tokens cut into pieces of `cap` tokens)."""
         kwargs = dict(kwargs)
         decode_mode = check_decode_mode(kwargs.pop("decode_mode", "exact"))
         seed = check_seed(kwargs.pop("seed", None))
         guard = make_guard(kwargs.pop("runaway_guard", True))
         sampling = {k: kwargs.pop(k) for k in list(kwargs) if k in SAMPLING_ARGUMENTS}
-        config, cap = self.sampling(**sampling)
+        config, max_frames = self.sampling(**sampling)
         voice = self.voice(**kwargs)
-        requests = [self.request(self.text_ids(piece), voice, config, (seed + i) % SEED_LIMIT, guard)
-                    for i, piece in enumerate(pieces)]
-        return Job(requests, decode_mode, cap)
+        ids = [self.text_ids(piece) for piece in pieces]
+        if cap is not None:
+            # Text with few letters can tokenize to far more tokens than characters (emoji: 4 or
+            # more each); no piece may hold the model for minutes.
+            ids = [piece[i : i + cap] for piece in ids for i in range(0, len(piece), cap)]
+        requests = [self.request(piece, voice, config, (seed + i) % SEED_LIMIT, guard)
+                    for i, piece in enumerate(ids)]
+        return Job(requests, decode_mode, max_frames)
 
     def sampling(self, **kwargs: Any) -> tuple[GenerationConfig, int | None]:
         """The checkpoint's sampling defaults with `kwargs` applied, and the call's frame cap."""

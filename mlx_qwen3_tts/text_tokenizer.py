@@ -86,6 +86,11 @@ class TextTokenizer:
         """BPE ids of pieces from `pre_tokens`: each piece's ids never depend on what follows."""
         return [t.id for piece in pieces for t in self._tokenizer.model.tokenize(piece)]
 
+    def encode_literal(self, text: str) -> list[int]:
+        """Ids of `text` as plain text: a control-token string in it (`<|im_start|>`, ...) is
+        spelled out as ordinary tokens, never turned into the control id."""
+        return self.encode_pre_tokens(self.pre_tokens(text))
+
     def encode_stable(self, text: str) -> tuple[list[int], str]:
         """Ids of the pre-tokens of `text` that text appended later cannot change (all but the
         last), and the normalized rest, to be tokenized again with what follows it."""

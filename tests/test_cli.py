@@ -332,6 +332,60 @@ def test_usage_errors_exit_2_before_loading(argv, message, tmp_path, capsys, mon
     assert len(err.strip().splitlines()) == 1 and message in err and "never-loaded" not in err
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--text", TEXT, "--ref-audio", "ref.wav", "--out", "ref.wav"], "--out ref.wav is the --ref-audio file"),
+    (["--text", TEXT, "--ref-audio", "ref.wav", "--save-voice", "./ref.wav"],
+     "--save-voice ./ref.wav is the --ref-audio file"),
+    (["--text-file", "in.wav", "--out", "in.wav"], "--out in.wav is the --text-file file"),
+])
+def test_an_output_that_is_an_input_is_refused(argv, message, tmp_path, capsys, monkeypatch):
+    # --out pointing at the recording silently overwrote it.
+    reference_wav(tmp_path / "ref.wav")
+    (tmp_path / "in.wav").write_text(TEXT)
+    monkeypatch.chdir(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    code, err = main_in_process(["--model", str(tmp_path / "never-loaded"), *argv], capsys)
+    assert code == 2 and message in err
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_warnings_are_one_line_in_the_commands_terms(checkpoint, tmp_path, capsys):
+    never_stops = checkpoint("tiny-0.6b", "custom_voice", eos_scale=0.0)
+    code, err = main_in_process(["--model", str(never_stops), "--text", "hi.", "--speaker", "ryan",
+                                 "--out", str(tmp_path / "a.wav")], capsys)
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if line.startswith("[WARNING]")]
+    assert len(warning) == 1 and "runaway guard" in warning[0] and "(--no-runaway-guard)" in warning[0]
+    assert ".py" not in err and "`" not in warning[0]
+    code, err = main_in_process(["--model", str(never_stops), "--text", "hi.", "--speaker", "ryan",
+                                 "--no-runaway-guard", "--max-frames", "120", "--out",
+                                 str(tmp_path / "b.wav")], capsys)
+    assert code == 0 and "[WARNING]" not in err
+    assert sf.info(tmp_path / "b.wav").frames == 120 * SAMPLES_PER_FRAME
+    design = checkpoint("tiny-1.7b", "voice_design")
+    code, err = main_in_process(["--model", str(design), "--text", "hi.", "--max-frames", "1", "--quiet",
+                                 "--out", str(tmp_path / "c.wav")], capsys)
+    assert code == 0 and err.strip() == ("[WARNING] No --instruct given: the VoiceDesign model makes up a "
+                                         "voice of its own; describe the voice you want with --instruct.")
+
+
+def test_help_lists_the_serve_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0 and "mlx-qwen3-tts serve" in capsys.readouterr().out
+
+
+def test_model_paths_and_the_hub_get_local_messages(tmp_path, capsys, monkeypatch):
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    code, err = main_in_process(["--model", "models/x", "--text", TEXT], capsys)
+    assert code == 1 and "models/x: no such folder" in err and "internet" not in err.lower()
+    offline = run_cli("--model", "nobody/not-cached", "--text", TEXT, cwd=tmp_path,
+                      env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert offline.returncode == 1 and "unreachable" in offline.stderr
+    assert "pass a local checkpoint folder as --model" in offline.stderr
+
+
 def test_gpu_that_is_not_there_exits_2(tmp_path, capsys):
     if mx.is_available(mx.gpu):
         pytest.skip("this machine has a GPU backend")
