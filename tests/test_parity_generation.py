@@ -175,3 +175,31 @@ def test_eos_fixtures_exercise_min_new_tokens():
     assert any(m[1] > 0 for m in margins.values()), "no fixture where EOS wins at token 2"
     # And one stops at the earliest token EOS is allowed: exactly 2 frames.
     assert any(len(m) == 3 for m in margins.values())
+
+
+# ----------------------------------------------------------------- sampler settings, whole path
+
+
+def test_top_k_then_top_p_that_keep_one_token_give_the_official_greedy_codes(tts):
+    """top_k=2 then top_p=0.3 keeps only the best token (of two renormalized probabilities the
+    smaller is <= 0.5 <= 1 - 0.3, so top-p drops it), for the talker and the code predictor: any
+    seed gives the official greedy codes. Top-p before top-k would keep two tokens and draw."""
+    _, variant, case_kwargs = LONG["cv_stream"]
+    fx = long_fixture("cv_stream")
+    model, kwargs = setup(tts, fx, variant, case_kwargs)
+    only_best = dict(temperature=0.9, top_k=2, top_p=0.3, subtalker_temperature=0.9,
+                     subtalker_top_k=2, subtalker_top_p=0.3)
+    result = model.generate(**kwargs, **only_best, seed=0, max_frames=LONG_FRAMES)
+    np.testing.assert_array_equal(result.codes, fx["codes"])
+
+
+def test_each_sampler_gets_its_own_settings(tts):
+    """A greedy talker with a sampling code predictor: the first c0 is the official greedy one
+    (it comes from the prompt alone) while codebooks 1-15 are drawn, so no frame keeps the
+    greedy ones. Swapped settings would draw c0 or keep codebooks 1-15 greedy."""
+    _, variant, case_kwargs = LONG["cv_stream"]
+    fx = long_fixture("cv_stream")
+    model, kwargs = setup(tts, fx, variant, case_kwargs)
+    drawn = model.generate(**kwargs, temperature=0, subtalker_temperature=0.9, seed=0, max_frames=4)
+    assert drawn.codes[0, 0] == fx["codes"][0, 0]
+    assert (drawn.codes[:, 1:] != fx["codes"][:4, 1:]).any(axis=1).all()
