@@ -11,7 +11,10 @@ Ours must give the same scores, and seeded draws from our sampler must follow th
 probabilities (a chi-square bound that a wrong sampler fails).
 """
 
+import hashlib
 import json
+import sys
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -26,6 +29,9 @@ from mlx_qwen3_tts.sampling import (
     sample,
     talker_ban_mask,
 )
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+from make_reference_fixtures import SAMPLING_SOURCE  # noqa: E402  (the fixture's own source)
 
 EOS = 2150
 FX = load_fixture("sampling_processors.npz")
@@ -118,6 +124,15 @@ def np_top_p(x: np.ndarray, p: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- processing
+
+
+def test_fixture_comes_from_the_writers_checkpoint(checkpoint):
+    """The recorded logits are the official model's on the checkpoint the writer makes today."""
+    size, variant, eos_scale, _ = SAMPLING_SOURCE
+    folder = checkpoint(size, variant, eos_scale=eos_scale)
+    for key, name in (("sha256", "model.safetensors"),
+                      ("codec_sha256", "speech_tokenizer/model.safetensors")):
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == str(FX[key])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
