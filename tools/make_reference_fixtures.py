@@ -469,7 +469,7 @@ def _processor_info(processor) -> dict:
     for key, value in vars(processor).items():
         if torch.is_tensor(value):
             value = value.tolist()
-        if isinstance(value, (int, float, list, str)) and value is not None:
+        if isinstance(value, (int, float, list, str)):  # drops None and module references
             params[key] = value
     return {"class": type(processor).__name__, **params}
 
