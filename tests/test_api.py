@@ -1,10 +1,12 @@
 """The public synthesis API: determinism, streaming, batching, voice prompts and typed errors."""
 
+import json
 import threading
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import load_fixture
 
 import mlx_qwen3_tts as qt
 
@@ -140,10 +142,23 @@ def test_batch_rows_stop_independently(checkpoint):
 
 
 def test_voice_design_both_layouts(design):
-    for layout in (True, False):
-        r = design.generate(TEXT, instruct="a calm deep voice", non_streaming_mode=layout,
-                            max_frames=4, seed=0)
-        assert r.frames == 4
+    """Both prompt layouts, greedy: the official model's first frames and their audio (the
+    fixtures of test_generate.py; the decoder is causal, so 4 frames decode to the official
+    8-frame audio's first 4 frames), and the two layouts really differ."""
+    codes = {}
+    for layout, name in ((True, "vd_nonstream"), (False, "vd_stream")):
+        fx = load_fixture(f"generate_{name}.npz")
+        kw = json.loads(str(fx["kwargs"]))
+        assert kw.get("non_streaming_mode", True) == layout
+        r = design.generate(kw["text"], instruct=kw["instruct"], language=kw["language"],
+                            non_streaming_mode=layout, temperature=0, subtalker_temperature=0,
+                            max_frames=4, decode_mode="reference")
+        np.testing.assert_array_equal(r.codes, fx["codes"][:4])
+        want = fx["audio"][: 4 * 1920]
+        assert r.audio.shape == want.shape
+        assert 10 * np.log10(np.sum(want**2) / np.sum((r.audio - want) ** 2)) >= 90
+        codes[layout] = r.codes
+    assert not np.array_equal(codes[True], codes[False])
 
 
 def test_voice_prompt_round_trip(base, tmp_path):

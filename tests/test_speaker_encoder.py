@@ -107,11 +107,11 @@ def test_xvector_matches_official(loaded, size):
     ours = np.array(model(mx.array(fx["mel"])[None]))[0]
     assert ours.shape == fx["xvector"].shape == (model.config.enc_dim,)
     assert cosine(ours, fx["xvector"]) >= 0.9999
-    assert np.abs(ours - fx["xvector"]).max() < 1e-4
+    assert np.abs(ours - fx["xvector"]).max() < 1e-5  # measured ~2e-6 (|x-vector| <= 7.3)
     # End to end from the waveform, as extract_speaker_embedding does it.
     embedded = np.array(model.embed(fx["waveform"]))
     assert cosine(embedded, fx["xvector"]) >= 0.9999
-    assert np.abs(embedded - fx["xvector"]).max() < 1e-4
+    assert np.abs(embedded - fx["xvector"]).max() < 1e-5
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -32,6 +32,10 @@ def test_qwen2_regex_not_mistral(fixture_and_tokenizer):
     i = [str(t) for t in fx["texts"]].index(" iPhone McDonald camelCaseWord")
     assert fx[f"ids_{i}"].tolist() != fx[f"mistral_ids_{i}"].tolist()
     assert tok.encode(" iPhone McDonald camelCaseWord") == fx[f"ids_{i}"].tolist()
+    # The regexes split only mixed-case words differently: every other text gets Mistral's ids too.
+    for j, text in enumerate(fx["texts"]):
+        if j != i:
+            assert tok.encode(str(text)) == fx[f"mistral_ids_{j}"].tolist(), text
 
 
 def test_special_tokens_at_released_ids(fixture_and_tokenizer):

@@ -12,6 +12,19 @@ Runs in a separate virtualenv that has the official package; installs nothing it
 
 Each fixture records the sha256 of the checkpoint it came from; the tests rewrite the same
 checkpoint and refuse to compare against a fixture made from other bytes.
+
+Fixtures written by `run`:
+- `talker_*.npz`: text projection, talker prefill and code-predictor logits (teacher-forced).
+- `text_tokenizer.npz`: Qwen2 and Mistral-regex ids of tricky strings.
+- `generate_*.npz`: greedy runs of `GEN_FRAMES` frames in every mode (prompt, codes, audio).
+- `generate_long_*.npz`: greedy runs of `LONG_FRAMES` frames with short texts, so the trailing text
+  runs out early and the frame loop continues on `tts_pad`; both prompt layouts of every mode.
+- `generate_eos_*.npz`: greedy runs on checkpoints whose EOS row is scaled by `EOS_SCALE`, which
+  stop by themselves, with the frame counts the official model returns when `max_new_tokens` is
+  the EOS token's position or one more, and the raw EOS margin of every talker step.
+- `sampling_processors.npz`: the `LogitsProcessor` lists the official talker and code-predictor
+  `generate` calls build, captured from real calls and applied to recorded logits and histories
+  with repeated tokens (processed scores and probabilities).
 """
 
 import argparse
@@ -19,16 +32,22 @@ import hashlib
 import json
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-# (size, variant) of every checkpoint the fixtures use; seed 0 throughout.
+# (size, variant) of every checkpoint with a talker fixture; seed 0 throughout.
 CHECKPOINTS = [
     ("tiny-0.6b", "custom_voice"), ("tiny-1.7b", "base"), ("tiny-1.7b", "voice_design"),
     ("tiny-1.7b", "custom_voice"), ("tiny-0.6b", "base"),
 ]
 GEN_FRAMES = 8  # greedy frames per generation fixture (max_new_tokens = GEN_FRAMES + 1)
+LONG_FRAMES = 32  # long fixtures: well past the end of every trailing text below
+# The EOS checkpoints multiply the codec head's EOS row by this (testing.py's `eos_scale`): with
+# random weights EOS then wins after a few frames instead of (almost) never.
+EOS_SCALE = 5.0
+EOS_LIMIT = 64  # max_new_tokens of the EOS runs; each must stop well before it
 
 # Greedy generation cases: (name, size, variant, wrapper method, kwargs). Mixed-case words are
 # avoided so that the wrapper's Mistral-regex tokenizer (local folder, dossier §6.1) agrees with
@@ -61,7 +80,98 @@ GENERATION_CASES = [
     ("clone_icl_long_text", "tiny-0.6b", "base", "generate_voice_clone",
      dict(text="a much longer target sentence that has more tokens than the reference has frames.",
           language="english", ref_text="short.")),
+    # Dialect speakers with an explicit language: Chinese takes the dialect, English does not.
+    ("cv_dialect_chinese", "tiny-0.6b", "custom_voice", "generate_custom_voice",
+     dict(text="你好，世界！", speaker="dylan", language="chinese")),
+    ("cv_dialect_english", "tiny-0.6b", "custom_voice", "generate_custom_voice",
+     dict(text="good morning.", speaker="eric", language="english")),
 ]
+
+# Greedy runs of LONG_FRAMES frames: every mode in both prompt layouts, with texts short enough
+# that the streaming layouts' trailing text (and the in-context one's) runs out 12+ frames early.
+LONG_CASES = [
+    ("cv_nonstream", "tiny-0.6b", "custom_voice", "generate_custom_voice",
+     dict(text="hello world, this is a test.", speaker="vivian", language="english")),
+    ("cv_stream", "tiny-0.6b", "custom_voice", "generate_custom_voice",
+     dict(text="hello world, this is a test.", speaker="ryan", language="english",
+          non_streaming_mode=False)),
+    ("vd_nonstream", "tiny-1.7b", "voice_design", "generate_voice_design",
+     dict(text="the weather is nice today.", instruct="a calm deep male voice", language="english")),
+    ("vd_stream", "tiny-1.7b", "voice_design", "generate_voice_design",
+     dict(text="the weather is nice today.", instruct="a calm deep male voice", language="auto",
+          non_streaming_mode=False)),
+    ("clone_xvec_stream", "tiny-1.7b", "base", "generate_voice_clone",
+     dict(text="nice to meet you.", language="english", x_vector_only_mode=True)),
+    ("clone_xvec_nonstream", "tiny-0.6b", "base", "generate_voice_clone",
+     dict(text="nice to meet you.", language="auto", x_vector_only_mode=True,
+          non_streaming_mode=True)),
+    ("clone_icl_stream", "tiny-0.6b", "base", "generate_voice_clone",
+     dict(text="hello world, this is a test of it.", language="english", ref_text="short.")),
+    ("clone_icl_nonstream", "tiny-1.7b", "base", "generate_voice_clone",
+     dict(text="nice to meet you, friend.", language="english", ref_text="this is my voice.",
+          non_streaming_mode=True)),
+]
+
+# Greedy runs on the EOS_SCALE checkpoints that end by EOS: every mode, both layouts. Where EOS
+# is the raw argmax at talker token 1 or 2 (`eos_margin` > 0: clone_xvec_nonstream at token 1,
+# vd_stream at token 2), only min_new_tokens=2 keeps the run going; clone_icl_stream stops at
+# token 3, the earliest EOS allowed (2 frames).
+EOS_CASES = [
+    ("cv_nonstream", "tiny-0.6b", "custom_voice", "generate_custom_voice",
+     dict(text="hello world, this is a test.", speaker="vivian", language="english")),
+    ("cv_stream", "tiny-0.6b", "custom_voice", "generate_custom_voice",
+     dict(text="hello world, this is a test.", speaker="ryan", language="english",
+          non_streaming_mode=False)),
+    ("vd_nonstream", "tiny-1.7b", "voice_design", "generate_voice_design",
+     dict(text="the weather is nice today.", instruct="a calm deep male voice", language="english")),
+    ("vd_stream", "tiny-1.7b", "voice_design", "generate_voice_design",
+     dict(text="the weather is nice today.", instruct="a calm deep male voice", language="auto",
+          non_streaming_mode=False)),
+    ("clone_xvec_stream", "tiny-1.7b", "base", "generate_voice_clone",
+     dict(text="nice to meet you.", language="english", x_vector_only_mode=True)),
+    ("clone_xvec_nonstream", "tiny-0.6b", "base", "generate_voice_clone",
+     dict(text="nice to meet you.", language="auto", x_vector_only_mode=True,
+          non_streaming_mode=True)),
+    ("clone_icl_stream", "tiny-0.6b", "base", "generate_voice_clone",
+     dict(text="a longer target sentence that has more tokens than frames.", language="english",
+          ref_text="short.")),
+    ("clone_icl_nonstream", "tiny-1.7b", "base", "generate_voice_clone",
+     dict(text="nice to meet you, friend.", language="english", ref_text="this is my voice.",
+          non_streaming_mode=True)),
+]
+
+# Sampler settings of the official calls whose LogitsProcessor lists are captured: (talker
+# temperature, top_k, top_p, repetition_penalty) and (code predictor temperature, top_k, top_p).
+# Run 0 is the released generation_config.json; the others have top_p < 1 and top_k below the
+# vocabulary, where the order of top-k and top-p shows, top_k = 0 (off) and temperature 1 (no
+# warper).
+SAMPLING_RUNS = [
+    ((0.9, 50, 1.0, 1.05), (0.9, 50, 1.0)),
+    ((0.9, 20, 0.8, 1.05), (0.7, 30, 0.85)),
+    ((0.9, 50, 1.0, 1.05), (0.8, 0, 0.9)),
+    ((0.9, 50, 1.0, 1.05), (1.0, 100, 0.7)),
+]
+# Histories by rank of the raw logits (0 = the best audio code): repeats of likely tokens, a
+# token just outside the top 50, and the two least likely (negative logits: penalty multiplies).
+LATER_HISTORY = [0, 3, 0, 7, 40, 2047, 1, 3, 2046, 0, 12, 60]
+# (name, run, raw talker step, history ranks): steps 0 and 1 still ban EOS, step 2 does not.
+TALKER_SAMPLING_CASES = [
+    ("talker_default_step0", 0, 0, []),
+    ("talker_default_step1", 0, 0, [0]),
+    ("talker_default_step2", 0, 0, [0, 1]),
+    ("talker_default_later", 0, 10, LATER_HISTORY),
+    ("talker_topk20_topp08_step0", 1, 0, []),
+    ("talker_topk20_topp08_later", 1, 4, LATER_HISTORY),
+]
+# (name, run, frame, codebook step) of the recorded code-predictor logits.
+CP_SAMPLING_CASES = [
+    ("cp_default", 0, 0, 0),
+    ("cp_t07_topk30_topp085", 1, 2, 5),
+    ("cp_t08_topp09_nok", 2, 4, 14),
+    ("cp_t1_topk100_topp07", 3, 6, 9),
+]
+# The greedy run whose raw logits the sampling cases process (EOS in the top 50 at step 0).
+SAMPLING_SOURCE = ("tiny-0.6b", "custom_voice", EOS_SCALE, 16)
 SEED = 0
 PREFILL_LEN = 12
 
@@ -80,8 +190,17 @@ TOKENIZER_TEXTS = [
 ]
 
 
-def checkpoint_name(size: str, variant: str) -> str:
-    return f"{size}-{variant}-seed{SEED}"
+def checkpoint_name(size: str, variant: str, eos_scale: float = 1.0) -> str:
+    suffix = "" if eos_scale == 1.0 else f"-eos{eos_scale:g}"
+    return f"{size}-{variant}-seed{SEED}{suffix}"
+
+
+def all_checkpoints() -> list[tuple[str, str, float]]:
+    """(size, variant, eos_scale) of every checkpoint any fixture uses."""
+    out = [(size, variant, 1.0) for size, variant in CHECKPOINTS]
+    out += [(size, variant, EOS_SCALE) for _, size, variant, _, _ in EOS_CASES]
+    out.append(SAMPLING_SOURCE[:3])
+    return list(dict.fromkeys(out))
 
 
 def sha256(path: Path) -> str:
@@ -92,8 +211,9 @@ def write(out: Path) -> None:
     """Project venv: write every fixture checkpoint with `mlx_qwen3_tts.testing`."""
     from mlx_qwen3_tts.testing import write_checkpoint
 
-    for size, variant in CHECKPOINTS:
-        path = write_checkpoint(out / checkpoint_name(size, variant), size, variant, seed=SEED)
+    for size, variant, eos_scale in all_checkpoints():
+        path = write_checkpoint(out / checkpoint_name(size, variant, eos_scale), size, variant,
+                                seed=SEED, eos_scale=eos_scale)
         print(f"[INFO] wrote {path}")
 
 
@@ -169,7 +289,9 @@ def reference_waveform(seconds: float = 1.1, sr: int = 24000) -> np.ndarray:
     return wav.astype(np.float32)
 
 
-def generation_fixture(wrapper, method: str, kwargs: dict) -> dict[str, np.ndarray]:
+def generation_fixture(
+    wrapper, method: str, kwargs: dict, max_new_tokens: int = GEN_FRAMES + 1
+) -> dict[str, np.ndarray]:
     """Greedy official run: prefill embeddings, codes and decoded audio."""
     import torch
 
@@ -206,7 +328,7 @@ def generation_fixture(wrapper, method: str, kwargs: dict) -> dict[str, np.ndarr
         args["voice_clone_prompt"] = [prompt]
     with torch.no_grad():
         wavs, sr = getattr(wrapper, method)(
-            **args, do_sample=False, subtalker_dosample=False, max_new_tokens=GEN_FRAMES + 1
+            **args, do_sample=False, subtalker_dosample=False, max_new_tokens=max_new_tokens
         )
     hook.remove()
     wrapper.model.generate = original_generate
@@ -228,19 +350,193 @@ def _load_wrapper(folder: Path):
     return wrapper
 
 
-def run_generation(checkpoints: Path, out: Path) -> None:
-    wrappers = {}
-    for name, size, variant, method, kwargs in GENERATION_CASES:
-        folder = checkpoints / checkpoint_name(size, variant)
-        if folder not in wrappers:
+class _Recorder:
+    """A pass-through `LogitsProcessor` that keeps every step's input ids and raw scores."""
+
+    def __init__(self, store: list):
+        self.store = store
+
+    def __call__(self, input_ids, scores):
+        self.store.append((input_ids[0].clone(), scores[0].clone()))
+        return scores
+
+
+@contextmanager
+def captured_processors(module, lists: list, raw: list):
+    """Record the `LogitsProcessorList` each `generate` of `module` builds, and its raw scores.
+
+    Wraps HF's `_get_logits_processor` on this instance: the list it builds is kept as it is
+    (`lists`), and a `_Recorder` put in front of it stores the unprocessed scores (`raw`).
+    """
+    original = module._get_logits_processor
+
+    def patched(*args, **kwargs):
+        processors = original(*args, **kwargs)
+        lists.append(list(processors))
+        processors.insert(0, _Recorder(raw))
+        return processors
+
+    module._get_logits_processor = patched
+    try:
+        yield
+    finally:
+        del module._get_logits_processor  # the class's method again
+
+
+class _Checkpoints:
+    """Wrappers loaded once per checkpoint folder, each checked against its file first."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.wrappers: dict[Path, object] = {}
+
+    def folder(self, size: str, variant: str, eos_scale: float = 1.0) -> Path:
+        return self.root / checkpoint_name(size, variant, eos_scale)
+
+    def wrapper(self, size: str, variant: str, eos_scale: float = 1.0):
+        folder = self.folder(size, variant, eos_scale)
+        if folder not in self.wrappers:
             _load_official(folder)  # checks the weights the wrapper will load
-            wrappers[folder] = _load_wrapper(folder)
-        fixture = generation_fixture(wrappers[folder], method, kwargs)
+            self.wrappers[folder] = _load_wrapper(folder)
+        return self.wrappers[folder]
+
+    def digests(self, size: str, variant: str, eos_scale: float = 1.0) -> dict[str, np.ndarray]:
+        folder = self.folder(size, variant, eos_scale)
+        return {"sha256": np.array(sha256(folder / "model.safetensors")),
+                "codec_sha256": np.array(sha256(folder / "speech_tokenizer/model.safetensors"))}
+
+
+def run_generation(ckpts: _Checkpoints, out: Path) -> None:
+    for name, size, variant, method, kwargs in GENERATION_CASES:
+        fixture = generation_fixture(ckpts.wrapper(size, variant), method, kwargs)
         fixture["kwargs"] = np.array(json.dumps(kwargs))
-        fixture["sha256"] = np.array(sha256(folder / "model.safetensors"))
-        fixture["codec_sha256"] = np.array(sha256(folder / "speech_tokenizer/model.safetensors"))
+        fixture.update(ckpts.digests(size, variant))
         np.savez_compressed(out / f"generate_{name}.npz", **fixture)
         print(f"[INFO] generate_{name}.npz: {fixture['codes'].shape[0]} frames")
+
+
+def run_long_generation(ckpts: _Checkpoints, out: Path) -> None:
+    for name, size, variant, method, kwargs in LONG_CASES:
+        fixture = generation_fixture(ckpts.wrapper(size, variant), method, kwargs, LONG_FRAMES + 1)
+        if len(fixture["codes"]) != LONG_FRAMES:
+            sys.exit(f"long case {name}: {len(fixture['codes'])} frames, not {LONG_FRAMES}")
+        if len(fixture["trailing"]) > LONG_FRAMES - 12:  # >= 12 frames fed tts_pad after the text
+            sys.exit(f"long case {name}: the trailing text does not run out early")
+        fixture.pop("ref_audio", None)  # reference_waveform(): the clone-from-audio path has its test
+        fixture["kwargs"] = np.array(json.dumps(kwargs))
+        fixture.update(ckpts.digests(size, variant))
+        np.savez_compressed(out / f"generate_long_{name}.npz", **fixture)
+        print(f"[INFO] generate_long_{name}.npz: trailing text ends at frame "
+              f"{len(fixture['trailing'])}")
+
+
+def run_eos_generation(ckpts: _Checkpoints, out: Path) -> None:
+    """EOS runs, and the same runs cut by `max_new_tokens` at the EOS token and one before it."""
+    for name, size, variant, method, kwargs in EOS_CASES:
+        wrapper = ckpts.wrapper(size, variant, EOS_SCALE)
+        lists: list = []
+        raw: list = []
+        with captured_processors(wrapper.model.talker, lists, raw):
+            fixture = generation_fixture(wrapper, method, kwargs, EOS_LIMIT)
+        frames = len(fixture["codes"])
+        if frames >= EOS_LIMIT - 1 or len(raw) != frames + 1:
+            sys.exit(f"EOS case {name}: no EOS within {EOS_LIMIT} tokens")
+        # EOS's raw logit minus the best audio code's, per talker token: > 0 where EOS would win
+        # without min_new_tokens (and the repetition penalty, which only lowers audio codes).
+        fixture["eos_margin"] = np.array(
+            [float(s[2150] - s[:2048].max()) for _, s in raw], np.float32
+        )
+        limits = []
+        for max_new_tokens in (frames, frames + 1):
+            codes = generation_fixture(wrapper, method, kwargs, max_new_tokens)["codes"]
+            if not np.array_equal(codes, fixture["codes"][: len(codes)]):
+                sys.exit(f"EOS case {name}: a shorter run is not a prefix of the long one")
+            limits.append((max_new_tokens, len(codes)))
+        fixture["limit_frames"] = np.array(limits, np.int64)
+        del fixture["audio"]  # the long fixtures check audio; these check where a run ends
+        fixture.pop("ref_audio", None)
+        fixture["kwargs"] = np.array(json.dumps(kwargs))
+        fixture.update(ckpts.digests(size, variant, EOS_SCALE))
+        np.savez_compressed(out / f"generate_eos_{name}.npz", **fixture)
+        print(f"[INFO] generate_eos_{name}.npz: EOS after {frames} frames; limits {limits}")
+
+
+def _processor_info(processor) -> dict:
+    """Class name and plain settings of a HF `LogitsProcessor` (tensors as lists)."""
+    import torch
+
+    params = {}
+    for key, value in vars(processor).items():
+        if torch.is_tensor(value):
+            value = value.tolist()
+        if isinstance(value, (int, float, list, str)):  # drops None and module references
+            params[key] = value
+    return {"class": type(processor).__name__, **params}
+
+
+def run_sampling(ckpts: _Checkpoints, out: Path) -> None:
+    """The official processor lists applied to recorded logits and repeated-token histories."""
+    import torch
+    from transformers.generation.logits_process import LogitsProcessorList
+
+    size, variant, eos_scale, max_new_tokens = SAMPLING_SOURCE
+    wrapper = ckpts.wrapper(size, variant, eos_scale)
+    model = wrapper.model
+    text = dict(text="hello world, this is a test.", speaker="vivian", language="english")
+    # 1. Raw logits of a greedy run (deterministic): talker steps and code-predictor steps.
+    talker_raw: list = []
+    cp_raw: list = []
+    with captured_processors(model.talker, [], talker_raw), \
+            captured_processors(model.talker.code_predictor, [], cp_raw), torch.no_grad():
+        wrapper.generate_custom_voice(**text, do_sample=False, subtalker_dosample=False,
+                                      max_new_tokens=max_new_tokens)
+    groups = model.config.talker_config.num_code_groups - 1
+    # 2. The lists the official generate builds for each sampler setting (a real sampled call).
+    runs = []
+    for (t, k, p, penalty), (st, sk, sp) in SAMPLING_RUNS:
+        talker_lists: list = []
+        cp_lists: list = []
+        torch.manual_seed(0)
+        with captured_processors(model.talker, talker_lists, []), \
+                captured_processors(model.talker.code_predictor, cp_lists, []), torch.no_grad():
+            wrapper.generate_custom_voice(
+                **text, do_sample=True, temperature=t, top_k=k, top_p=p, repetition_penalty=penalty,
+                subtalker_dosample=True, subtalker_temperature=st, subtalker_top_k=sk,
+                subtalker_top_p=sp, max_new_tokens=2,
+            )
+        runs.append((talker_lists[-1], cp_lists[-1]))
+    fixture: dict[str, np.ndarray] = {}
+    cases = []
+
+    def apply(name: str, processors, history: list[int], logits, settings: dict) -> None:
+        ids = torch.tensor([history], dtype=torch.long)  # input_ids of that step: the c0 history
+        with torch.no_grad():
+            scores = LogitsProcessorList(processors)(ids, logits[None].clone())[0]
+        fixture[f"{name}__logits"] = logits.numpy()
+        fixture[f"{name}__history"] = np.array(history, np.int64)
+        fixture[f"{name}__scores"] = scores.numpy()
+        fixture[f"{name}__probs"] = torch.softmax(scores, dim=-1).numpy()
+        cases.append({"name": name, **settings,
+                      "processors": [_processor_info(proc) for proc in processors]})
+
+    for name, run, step, ranks in TALKER_SAMPLING_CASES:
+        logits = talker_raw[step][1].float()
+        order = torch.argsort(logits[:2048], descending=True, stable=True)
+        history = [int(order[r]) for r in ranks]
+        (t, k, p, penalty), _ = SAMPLING_RUNS[run]
+        apply(name, runs[run][0], history, logits,
+              {"sampler": "talker", "temperature": t, "top_k": k, "top_p": p,
+               "repetition_penalty": penalty})
+    for name, run, frame, step in CP_SAMPLING_CASES:
+        logits = cp_raw[frame * groups + step][1].float()
+        _, (t, k, p) = SAMPLING_RUNS[run]
+        apply(name, runs[run][1], [], logits,
+              {"sampler": "code_predictor", "temperature": t, "top_k": k, "top_p": p,
+               "repetition_penalty": 1.0})
+    fixture["cases"] = np.array(json.dumps(cases))
+    fixture.update(ckpts.digests(size, variant, eos_scale))
+    np.savez_compressed(out / "sampling_processors.npz", **fixture)
+    print(f"[INFO] sampling_processors.npz: {len(cases)} cases")
 
 
 def run(checkpoints: Path, out: Path) -> None:
@@ -263,7 +559,11 @@ def run(checkpoints: Path, out: Path) -> None:
     np.savez_compressed(out / "text_tokenizer.npz", **tokenizer_fixture(first),
                         sha256=np.array(sha256(first / "vocab.json") + sha256(first / "merges.txt")))
     print("[INFO] text_tokenizer.npz")
-    run_generation(checkpoints, out)
+    ckpts = _Checkpoints(checkpoints)
+    run_generation(ckpts, out)
+    run_long_generation(ckpts, out)
+    run_eos_generation(ckpts, out)
+    run_sampling(ckpts, out)
 
 
 def main() -> None:
