@@ -1,12 +1,20 @@
-"""THE frame loop (dossier §3.5). One-shot, streaming and batched synthesis are thin layers over
-`generate_step`; every mode differs only in the `Request`s it is given.
+"""THE frame loop (dossier §3.5). One-shot, streaming, batched and continuously batched synthesis
+are thin layers over `FrameLoop`; every mode differs only in the `Request`s it is given.
+
+The loop never waits on the host before queueing work: frame n + 1's whole graph (the code
+predictor of frame n + 1, the talker step after it and its sampled token) is built and queued
+with `mx.async_eval` before frame n is read, so the device computes while Python builds and
+while the caller decodes. Reading a frame is the one host sync per frame: its codes, whose first
+codebook carries what the host needs (EOS, the runaway guard) one frame late. Everything a
+frame's graph needs from earlier frames stays on the device: which rows are done (fed EOS, as
+the reference feeds finished rows its pad = EOS id), the repetition history, each row's keys.
+No frame past a row's EOS, frame limit or runaway cut is ever handed out.
 """
 
 import hashlib
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import mlx.core as mx
@@ -16,18 +24,26 @@ from mlx_lm.models.cache import BatchKVCache, KVCache
 from .errors import SynthesisError
 from .models.talker import Talker
 from .prompt import FixedText, Prompt, TextSource
-from .request import Request, RunawayGuard
-from .sampling import SamplerSettings, process_talker_logits, sample, talker_ban_mask
+from .request import Request
+from .sampling import RowSettings, process_talker_logits, sample, talker_ban_mask
 from .tokens import NUM_CODE_GROUPS
 
+CLEAR_CACHE_EVERY = 256  # frames between `mx.clear_cache()` calls (as mlx-lm's generate_step)
+BAD = -1  # the code a frame reads back for a row whose logits were not finite
 
-def predict_codes(
-    talker: Talker, hidden: mx.array, c0: mx.array, settings: SamplerSettings, keys: mx.array
-) -> mx.array:
+
+# --------------------------------------------------------------------------- code predictor
+
+
+def predict_codes(talker: Talker, hidden: mx.array, c0: mx.array, keys: mx.array, *sampling: mx.array,
+                  flags: tuple[bool, bool, bool]) -> mx.array:
     """Codebooks 1..15 of a frame: 2-position prefill, then 14 cached steps (§2.3).
 
-    `keys` is `[B, 15, 2]`: row b draws codebook j + 1 with `keys[b, j]`. Returns `[B, 16]`, c0 first.
+    `keys` is `[B, 15, 2]`: row b draws codebook j + 1 with `keys[b, j]`; `sampling` are a
+    `RowSettings`' arrays and `flags` its `(sampled, uses_top_k, uses_top_p)`. Returns `[B, 16]`,
+    c0 first.
     """
+    settings = RowSettings(*sampling, *flags)
     cp = talker.code_predictor
     cache = cp.make_cache()
     h = cp(mx.stack([hidden, talker.embed_codec(c0)], axis=1), cache)
@@ -39,34 +55,18 @@ def predict_codes(
     return mx.stack(codes, axis=1)
 
 
-class _CompiledPredictors:
-    """`predict_codes` compiled into one graph per sampler setting, kept on the talker.
+def compiled_predictor(talker: Talker, flags: tuple[bool, bool, bool]) -> Callable:
+    """`predict_codes` compiled into one graph (the 15 tiny sequential steps cost dispatch).
 
-    The 15 code-predictor steps of a frame are sequential and tiny, so their cost is dispatch:
-    compiling the whole loop, sampling included, runs it as one fused graph (the weights are
-    captured as constants, so one compiled function serves every frame of a model).
+    The weights it reads are the compiled function's inputs, not constants captured at the first
+    call, so a model whose weights change (`load_weights`) predicts with the new ones. One
+    compiled function per `flags` (which filters the batch needs), kept on the talker.
     """
-
-    def __init__(self, talker: Talker):
-        self.talker = talker
-        self.fns: dict[SamplerSettings, Callable] = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, settings: SamplerSettings) -> Callable:
-        with self.lock:
-            if settings not in self.fns:
-                fn = partial(predict_codes, self.talker, settings=settings)
-                self.fns[settings] = mx.compile(fn)
-            return self.fns[settings]
-
-
-def compiled_predictor(talker: Talker, settings: SamplerSettings) -> Callable:
-    """`(hidden [B, H], c0 [B], keys [B, 15, 2]) -> codes [B, 16]` for this talker and sampler."""
-    store = talker.__dict__.get("_compiled_predictors")
-    if store is None:
-        # A plain attribute (not an array, dict or list), so it is not a model parameter.
-        store = talker._compiled_predictors = _CompiledPredictors(talker)
-    return store(settings)
+    store = talker.__dict__.setdefault("_compiled_predictors", {})  # plain attribute: no parameter
+    if flags not in store:
+        weights = [talker.code_predictor, talker.model.codec_embedding]
+        store[flags] = mx.compile(partial(predict_codes, talker, flags=flags), inputs=weights)
+    return store[flags]
 
 
 # --------------------------------------------------------------------------- voice prefixes
@@ -129,19 +129,314 @@ class PrefixStore:
         return cache
 
 
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass(eq=False)
+class Row:
+    """One request in the loop: its host-side bookkeeping.
+
+    Attributes:
+        request: what it says and how it samples.
+        text: the text fed back with its frames.
+        frames: frames handed out so far.
+        reason: why it stopped ("eos", "runaway", "length"), None while it runs.
+        history: its codebook-0 tokens (the runaway guard reads them).
+        built: frames whose graphs were built (handed out, in flight, or read and dropped).
+    """
+
+    request: Request
+    text: TextSource
+    frames: int = 0
+    reason: str | None = None
+    history: list[int] = field(default_factory=list)
+    built: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.reason is not None
+
+    @property
+    def limit(self) -> int:
+        return self.request.config.max_frames
+
+    def wants_frame(self, index: int) -> bool:
+        """Whether frame `index` could still be handed out (before EOS, inside the limits)."""
+        return not self.done and index < self.limit
+
+    def finish(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+
+@dataclass
+class _State:
+    """The rows' device state, aligned with `FrameLoop.rows`: what the next frame's graph reads."""
+
+    c0: mx.array  # [B] the token sampled for the next frame
+    hidden: mx.array  # [B, H] the talker's post-norm hidden state that sampled it
+    bad: mx.array  # [B] its logits were not finite
+    done: mx.array  # [B] bool: the row sampled EOS or was stopped (it is fed EOS)
+    seen: mx.array  # [B, V] bool: tokens fed so far (the repetition penalty's history)
+    generated: mx.array  # [B, 1] tokens sampled so far (min-new-tokens)
+    keys: mx.array  # [B, 2] each row's key after this frame's
+    frame_keys: mx.array  # [B, 16, 2] this frame's draw keys (c0 used the first)
+    cache: list  # per talker layer: a KVCache (one row) or a BatchKVCache
+
+    @staticmethod
+    def concat(a: "_State", b: "_State") -> "_State":
+        joined = {name: mx.concatenate([getattr(a, name), getattr(b, name)])
+                  for name in ("c0", "hidden", "bad", "done", "seen", "generated", "keys", "frame_keys")}
+        return _State(**joined, cache=[_merge(x, y) for x, y in zip(a.cache, b.cache)])
+
+    def take(self, keep: list[int]) -> "_State":
+        index = mx.array(keep)
+        kept = {name: getattr(self, name)[index]
+                for name in ("c0", "hidden", "bad", "done", "seen", "generated", "keys", "frame_keys")}
+        return _State(**kept, cache=[_filter(c, keep) for c in self.cache])
+
+
+def _merge(a, b) -> BatchKVCache:
+    """One layer's cache for the rows of `a` then those of `b`, right-aligned (left padding)."""
+    if isinstance(a, KVCache):
+        a = BatchKVCache.merge([a])
+    a.extend(b if isinstance(b, BatchKVCache) else BatchKVCache.merge([b]))
+    return a
+
+
+def _filter(cache, keep: list[int]):
+    """One layer's cache for the rows `keep`; a single row goes back to a plain `KVCache`."""
+    if len(keep) == 1 and isinstance(cache, BatchKVCache):
+        return cache.extract(keep[0])
+    if isinstance(cache, BatchKVCache):
+        cache.filter(mx.array(keep))
+    return cache
+
+
+def _next_keys(keys: mx.array, groups: int) -> tuple[mx.array, mx.array]:
+    """Each row's next key and its `groups` draw keys for one frame: `([B, 2], [B, groups, 2])`."""
+    nexts, draws = [], []
+    for key in keys:
+        key, step_key = mx.random.split(key)
+        nexts.append(key)
+        draws.append(mx.random.split(step_key, groups))
+    return mx.stack(nexts), mx.stack(draws)
+
+
+@dataclass
+class _Built:
+    """A frame's graph, queued: the rows it was built for and the codes to read back."""
+
+    rows: list[Row]
+    packed: mx.array  # [B, 16] int32 codes, BAD in the first column for non-finite logits
+    index: list[int]  # each row's frame index
+
+
 # --------------------------------------------------------------------------- the loop
+
+
+class FrameLoop:
+    """The frame loop over a set of rows that may change between frames.
+
+    `add` prefills a request on its own (with its voice prefix's cached KV, if any) and merges it
+    into the running batch, which it joins at the next frame; `step` hands out the next frame of
+    every row that has one, one host sync per call, with the following frame already queued;
+    rows leave when they stop (`drop` removes one early, a client that went away). Each row
+    samples with its own settings and its own key sequence, so its codes are those it would get
+    alone (bit for bit when alone in the batch; greedy and seeded rows of a batch round their
+    matrix products per batch, which can move a near-tie).
+
+    Args:
+        talker: the talker (with its code predictor).
+        tts_pad: `[1, H]` text-side embedding added once a row's text has run out.
+    """
+
+    def __init__(self, talker: Talker, tts_pad: mx.array):
+        self.talker = talker
+        self.tts_pad = tts_pad
+        cfg = talker.config
+        self.eos = cfg.codec_eos_token_id
+        self.vocab = cfg.vocab_size
+        self.groups = cfg.num_code_groups
+        self.ban = talker_ban_mask(cfg.vocab_size, self.eos)
+        self.rows: list[Row] = []  # in the batch, aligned with `state`
+        self.state: _State | None = None
+        self.joining: list[tuple[Row, _State]] = []  # prefilled, merged at the next build
+        self.queued: _Built | None = None
+        self.stepped = 0
+        self._row_settings: tuple[RowSettings, RowSettings, mx.array] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any row can still get a frame."""
+        return any(not r.done for r in self.rows) or bool(self.joining)
+
+    # ------------------------------------------------------------------- rows in and out
+
+    def add(self, request: Request, text: TextSource | None = None,
+            prefix: PrefixCache | None = None) -> Row:
+        """Prefill `request` alone and queue it to join the batch at the next frame.
+
+        Raises:
+            SynthesisError: the prompt's logits are not finite (reported at its frame 0).
+        """
+        prompt = request.prompt
+        row = Row(request, text or FixedText(prompt.trailing, self.tts_pad, prompt.text_tokens))
+        x = request.prompt.prefill[None]
+        if prefix is not None:
+            assert request.prompt.prefix_len == prefix.length
+            cache, x = prefix.restore(), x[:, prefix.length:]
+        else:
+            cache = self.talker.make_cache()
+        logits, hidden = self.talker(x, cache)
+        keys, frame_keys = _next_keys(request.key[None], self.groups)
+        seen = mx.zeros((1, self.vocab), mx.bool_)
+        config = request.config
+        c0, bad = self._sample(logits[:, -1], seen, mx.zeros((1, 1), mx.int32),
+                               RowSettings.of([config.talker], self.vocab),
+                               mx.array([[config.repetition_penalty]], mx.float32), frame_keys)
+        state = _State(c0, hidden[:, -1], bad, mx.zeros((1,), mx.bool_), seen, mx.ones((1, 1), mx.int32),
+                       keys, frame_keys, cache)
+        mx.async_eval(c0, bad)
+        self.joining.append((row, state))
+        return row
+
+    def drop(self, row: Row) -> None:
+        """Stop a row now (its client left): it gets no more frames and leaves the batch."""
+        row.finish("dropped")
+
+    # ------------------------------------------------------------------- frames
+
+    def step(self) -> list[tuple[Row, np.ndarray]]:
+        """The next frame of each row that has one: `(row, codes [16])` pairs.
+
+        Rows that stop instead (EOS, the runaway guard, their frame limit) get no pair; their
+        `reason` says why. An empty list with `active` still true means the rows wait for text.
+
+        Raises:
+            SynthesisError: a row's logits were not finite.
+        """
+        if self.queued is None:
+            self.queued = self._build()
+            if self.queued is None:
+                return []
+        ahead = self._build()  # frame n + 1 is queued before frame n is read
+        out = self._read(self.queued)
+        self.queued = ahead
+        self.stepped += 1
+        if self.stepped % CLEAR_CACHE_EVERY == 0:
+            mx.clear_cache()
+        return out
+
+    def _read(self, built: _Built) -> list[tuple[Row, np.ndarray]]:
+        codes = np.array(built.packed)  # the one host sync of a frame
+        out = []
+        for b, (row, index) in enumerate(zip(built.rows, built.index)):
+            if row.done or index != row.frames:
+                continue  # stopped earlier; this frame was built ahead for nothing
+            token = int(codes[b, 0])
+            if token == BAD:
+                raise SynthesisError(
+                    f"The talker produced non-finite logits at frame {index}; the weights or the "
+                    "dtype overflowed (load the model with dtype='float32').")
+            if token == self.eos:
+                row.finish("eos")  # the EOS token itself gets no frame (§3.5)
+                continue
+            row.history.append(token)
+            guard = row.request.guard
+            # The cap is read every frame: streamed-in text raises a prompt's token count.
+            if guard and (len(row.history) > guard.frame_cap(row.text.tokens) or guard.looping(row.history)):
+                row.finish("runaway")
+                continue
+            row.frames += 1
+            out.append((row, codes[b]))
+            if row.frames >= row.limit:
+                row.finish("length")
+        return out
+
+    def _build(self) -> _Built | None:
+        """Queue the next frame's graph for every row that may want it; None if none can be built."""
+        self._settle()
+        rows = self.rows
+        index = [r.built for r in rows]
+        if not any(r.wants_frame(i) for r, i in zip(rows, index)):
+            return None  # every row's last frame is built already
+        if not all(r.text.ready(i) for r, i in zip(rows, index)):
+            return None  # text streamed in has not arrived yet
+        s = self.state
+        stopped = mx.array([r.done for r in rows])
+        done = s.done | (s.c0 == self.eos) | stopped
+        # Rows that are done are fed EOS, as HF's generate feeds them its pad (= EOS) id.
+        c0 = mx.where(done, self.eos, s.c0).astype(mx.uint32)
+        seen = s.seen | (mx.arange(self.vocab) == c0[:, None])
+        talker_settings, predictor_settings, penalty = self._settings()
+        flags = (predictor_settings.sampled, predictor_settings.uses_top_k, predictor_settings.uses_top_p)
+        predict = compiled_predictor(self.talker, flags)
+        codes = predict(s.hidden, c0, s.frame_keys[:, 1:], *predictor_settings.arrays())
+        packed = mx.where(s.bad[:, None], BAD, codes.astype(mx.int32))
+        for r in rows:
+            r.built += 1
+        if any(r.wants_frame(r.built) for r in rows):
+            text = mx.concatenate([r.text.embedding(i) for r, i in zip(rows, index)])
+            logits, hidden = self.talker((self.talker.embed_frame(codes) + text)[:, None], s.cache)
+            keys, frame_keys = _next_keys(s.keys, self.groups)
+            nxt, bad = self._sample(logits[:, -1], seen, s.generated, talker_settings, penalty, frame_keys)
+            self.state = _State(nxt, hidden[:, -1], bad, done, seen, s.generated + 1, keys, frame_keys,
+                                s.cache)
+            mx.async_eval(packed, nxt, bad)
+        else:  # the last frame of every row: no talker step after it
+            mx.async_eval(packed)
+        return _Built(list(rows), packed, index)
+
+    def _sample(self, logits: mx.array, seen: mx.array, generated: mx.array, settings: RowSettings,
+                penalty: mx.array, frame_keys: mx.array) -> tuple[mx.array, mx.array]:
+        """Each row's next c0 from the talker's last logits, and whether those were finite."""
+        scores = process_talker_logits(logits, seen, generated, penalty, self.ban, self.eos)
+        return sample(scores, settings, frame_keys[:, 0]), mx.any(~mx.isfinite(logits), axis=-1)
+
+    def _settings(self) -> tuple[RowSettings, RowSettings, mx.array]:
+        """The rows' talker and code-predictor sampler settings and repetition penalties."""
+        if self._row_settings is None:
+            configs = [r.request.config for r in self.rows]
+            self._row_settings = (
+                RowSettings.of([c.talker for c in configs], self.vocab),
+                RowSettings.of([c.code_predictor for c in configs],
+                               self.talker.code_predictor.config.vocab_size),
+                mx.array([c.repetition_penalty for c in configs], mx.float32)[:, None],
+            )
+        return self._row_settings
+
+    def _settle(self) -> None:
+        """Drop stopped rows from the batch and merge joining ones, before building a frame."""
+        keep = [i for i, r in enumerate(self.rows) if not r.done]
+        if len(keep) < len(self.rows):
+            self.rows = [self.rows[i] for i in keep]
+            self.state = self.state.take(keep) if keep else None
+            self._row_settings = None
+        for row, state in self.joining:
+            self.rows.append(row)
+            self.state = state if self.state is None else _State.concat(self.state, state)
+            self._row_settings = None
+        self.joining = []
+
+    @property
+    def waiting(self) -> bool:
+        """Rows run, but no frame can be built: their streamed-in text has not arrived."""
+        return self.active and self.queued is None
+
+
+# --------------------------------------------------------------------------- fixed batches
 
 
 @dataclass
 class Frame:
-    """One step of the frame loop for a batch.
+    """One step of the frame loop for a fixed batch.
 
     Attributes:
-        codes: `[B, 16]` codes of this frame for every row, on the host.
-        active: `[B]` rows this frame belongs to (rows that have stopped keep running, fed EOS
-            as in the reference, and their frames are to be ignored).
-        reasons: per row, why it stopped ("eos", "runaway") or None while it runs; rows still
-            running when the loop ends reached their frame limit ("length").
+        codes: `[B, 16]` codes of this frame for every row, on the host (zeros for rows
+            without a frame this step).
+        active: `[B]` rows this frame belongs to.
+        reasons: per row, why it stopped ("eos", "runaway", "length") or None while it runs:
+            one list, updated in place, so the last frame's list holds the final reasons.
     """
 
     codes: np.ndarray
@@ -149,140 +444,71 @@ class Frame:
     reasons: list[str | None]
 
 
-def _left_pad(prompts: list[Prompt]) -> tuple[mx.array, list[int]]:
-    """Stack prefills with left zero padding."""
-    longest = max(p.prefill.shape[0] for p in prompts)
-    left = [longest - p.prefill.shape[0] for p in prompts]
-    return mx.stack([mx.pad(p.prefill, [(n, 0), (0, 0)]) for p, n in zip(prompts, left)]), left
-
-
-def _frame_keys(keys: list[mx.array], groups: int) -> tuple[list[mx.array], mx.array]:
-    """Each row's next key and its `groups` draw keys for one frame: `([key], [B, groups, 2])`."""
-    nexts, draws = [], []
-    for key in keys:
-        key, step_key = mx.random.split(key)
-        nexts.append(key)
-        draws.append(mx.random.split(step_key, groups))
-    return nexts, mx.stack(draws)
-
-
 def generate_step(
     talker: Talker,
     requests: list[Request],
     tts_pad: mx.array,
-    prefix: PrefixCache | None = None,
+    prefixes: list[PrefixCache | None] | None = None,
     texts: list[TextSource] | None = None,
 ) -> Iterator[Frame]:
     """Generate frames for a batch of requests, one frame per iteration.
 
     Args:
         talker: the talker (with its code predictor).
-        requests: one `Request` per batch row (prompt, sampling settings, seed, guard); rows
-            are left-padded to a common prompt length and draw from their own keys.
+        requests: one `Request` per batch row (prompt, sampling settings, seed, guard, limit);
+            each row draws from its own keys with its own settings.
         tts_pad: `[1, H]` text-side embedding added once a row's trailing text runs out.
-        prefix: the KV cache of the first `prefix.length` prefill positions of a single request,
-            computed earlier for the same voice; only the rest is prefilled.
+        prefixes: per row, the KV cache of its prompt's voice prefix, computed earlier for the
+            same voice (only the rest is prefilled), or None.
         texts: per row, the text fed back with each frame; default: each prompt's trailing text
             (text streamed in while generating passes its own, `text_stream.py`).
 
     Yields:
-        `Frame`s until every row has stopped or the frame limit is reached.
+        `Frame`s until every row has stopped.
 
     Raises:
         SynthesisError: the talker produced non-finite logits.
     """
-    cfg = talker.config
-    eos = cfg.codec_eos_token_id
-    config = requests[0].config
-    assert all(r.config == config for r in requests), "one sampling setting per batch"
-    texts = texts or [_fixed(r.prompt, tts_pad) for r in requests]
-    x, left = _left_pad([r.prompt for r in requests])
-    B = x.shape[0]
-    if prefix is not None:
-        assert B == 1 and requests[0].prompt.prefix_len == prefix.length
-        cache, x = prefix.restore(), x[:, prefix.length:]
-    else:
-        cache = [BatchKVCache(left) if any(left) else KVCache() for _ in talker.layers]
-    ban = talker_ban_mask(cfg.vocab_size, eos)
-    seen = mx.zeros((B, cfg.vocab_size), mx.bool_)
-    reasons: list[str | None] = [None] * B
-    history: list[list[int]] = [[] for _ in range(B)]
-
-    def next_token(logits: mx.array, step: int, keys: mx.array) -> tuple[mx.array, mx.array]:
-        last = logits[:, -1]
-        scores = process_talker_logits(last, seen, step, config.repetition_penalty, ban, eos)
-        return sample(scores, config.talker, keys), mx.any(~mx.isfinite(last))
-
-    def text_at(step: int) -> mx.array:
-        return mx.concatenate([t.embedding(step) for t in texts])
-
-    predict = compiled_predictor(talker, config.code_predictor)
-    row_keys, keys = _frame_keys([r.key for r in requests], cfg.num_code_groups)
-    logits, hidden = talker(x, cache)
-    c0, bad = next_token(logits, 0, keys[:, 0])
-    for step in range(config.max_frames):
-        mx.eval(c0, bad)
-        if bad.item():
-            raise SynthesisError(
-                f"The talker produced non-finite logits at frame {step}; the weights or the dtype "
-                "overflowed (try dtype='float32')."
-            )
-        _update_reasons(reasons, history, c0.tolist(), eos, requests, texts)
-        active = np.array([r is None for r in reasons])
-        if not active.any():
-            return  # the EOS token itself gets no frame (§3.5)
-        # Rows that are done are fed EOS, as HF's generate feeds them its pad (= EOS) id.
-        c0 = mx.where(mx.array(active), c0, eos)
-        seen = seen | (mx.arange(cfg.vocab_size) == c0[:, None])
-        codes = predict(hidden[:, -1], c0, keys=keys[:, 1:])
-        if step + 1 < config.max_frames:
-            # Queue the next talker step and its token before handing this frame out, so the
-            # device works while the caller decodes; the host syncs once per frame (above).
-            row_keys, keys = _frame_keys(row_keys, cfg.num_code_groups)
-            logits, hidden = talker((talker.embed_frame(codes) + text_at(step))[:, None], cache)
-            c0, bad = next_token(logits, step + 1, keys[:, 0])
-            mx.async_eval(codes, c0, bad)
-        yield Frame(np.array(codes), active, reasons)
-
-
-def _fixed(prompt: Prompt, pad: mx.array) -> TextSource:
-    return FixedText(prompt.trailing, pad, prompt.text_tokens)
-
-
-def _update_reasons(reasons, history, c0: list[int], eos: int, requests: list[Request],
-                    texts: list[TextSource]) -> None:
-    """Mark rows that just sampled EOS, or that the runaway guard stops before this frame."""
-    for b, token in enumerate(c0):
-        if reasons[b] is not None:
-            continue
-        if token == eos:
-            reasons[b] = "eos"
-            continue
-        history[b].append(token)
-        guard: RunawayGuard | None = requests[b].guard
-        # The cap is read every frame: streamed-in text raises a prompt's token count.
-        if guard and (len(history[b]) > guard.frame_cap(texts[b].tokens) or guard.looping(history[b])):
-            reasons[b] = "runaway"
+    loop = FrameLoop(talker, tts_pad)
+    prefixes = prefixes or [None] * len(requests)
+    texts = texts or [None] * len(requests)
+    rows = [loop.add(r, t, p) for r, t, p in zip(requests, texts, prefixes)]
+    where = {id(row): b for b, row in enumerate(rows)}
+    reasons: list[str | None] = [None] * len(rows)
+    try:
+        while loop.active:
+            out = loop.step()
+            reasons[:] = [r.reason for r in rows]
+            if not out:
+                assert not loop.waiting, "a text source was pulled before its text arrived"
+                continue  # this step's frames all stopped; the rows left may still have frames
+            codes = np.zeros((len(rows), NUM_CODE_GROUPS), np.int32)
+            active = np.zeros(len(rows), bool)
+            for row, row_codes in out:
+                codes[where[id(row)]] = row_codes
+                active[where[id(row)]] = True
+            yield Frame(codes, active, reasons)
+    finally:
+        reasons[:] = [r.reason for r in rows]
 
 
 def generate_codes(
     talker: Talker,
     requests: list[Request],
     tts_pad: mx.array,
-    prefix: PrefixCache | None = None,
+    prefixes: list[PrefixCache | None] | None = None,
 ) -> list[tuple[np.ndarray, str]]:
     """All frames of every row: `(codes [frames, 16], finish_reason)` per request.
 
     `finish_reason` is "eos" (the model stopped), "runaway" (the guard stopped it) or "length"
     (the frame limit was reached).
     """
-    rows: list[list[np.ndarray]] = [[] for _ in requests]
-    reasons: list[str | None] = [None] * len(requests)
-    for frame in generate_step(talker, requests, tts_pad, prefix):
-        for b in np.flatnonzero(frame.active):
-            rows[b].append(frame.codes[b])
-        reasons = frame.reasons
-    return [
-        (np.stack(r).astype(np.int32) if r else np.zeros((0, NUM_CODE_GROUPS), np.int32), reason or "length")
-        for r, reason in zip(rows, reasons)
-    ]
+    loop = FrameLoop(talker, tts_pad)
+    prefixes = prefixes or [None] * len(requests)
+    rows = [loop.add(r, None, p) for r, p in zip(requests, prefixes)]
+    frames: dict[int, list[np.ndarray]] = {id(r): [] for r in rows}
+    while loop.active:
+        for row, codes in loop.step():
+            frames[id(row)].append(codes)
+    return [(np.stack(frames[id(r)]) if frames[id(r)] else np.zeros((0, NUM_CODE_GROUPS), np.int32),
+             r.reason or "length") for r in rows]

@@ -53,6 +53,10 @@ class TextSource(Protocol):
         """`[1, H]` text embedding added to frame `step`'s feedback."""
         ...
 
+    def ready(self, step: int) -> bool:
+        """Whether `embedding(step)` is known (text streamed in may not have arrived yet)."""
+        ...
+
 
 @dataclass
 class FixedText:
@@ -64,6 +68,9 @@ class FixedText:
 
     def embedding(self, step: int) -> mx.array:
         return self.trailing[step : step + 1] if step < self.trailing.shape[0] else self.pad
+
+    def ready(self, step: int) -> bool:
+        return True
 
 
 class PromptEmbedder:

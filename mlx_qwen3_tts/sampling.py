@@ -33,9 +33,12 @@ class SamplerSettings:
             raise SynthesisError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}.")
 
 
-def apply_repetition_penalty(logits: mx.array, seen: mx.array, penalty: float) -> mx.array:
-    """HF `RepetitionPenaltyLogitsProcessor`: seen ids get `s * p` if negative else `s / p`."""
-    if penalty == 1.0:
+def apply_repetition_penalty(logits: mx.array, seen: mx.array, penalty: float | mx.array) -> mx.array:
+    """HF `RepetitionPenaltyLogitsProcessor`: seen ids get `s * p` if negative else `s / p`.
+
+    `penalty` is a number or `[B, 1]` per row; 1.0 leaves a row's logits exactly as they are.
+    """
+    if isinstance(penalty, (int, float)) and penalty == 1.0:
         return logits
     penalized = mx.where(logits < 0, logits * penalty, logits / penalty)
     return mx.where(seen, penalized, logits)
@@ -50,61 +53,125 @@ def talker_ban_mask(vocab_size: int, eos_id: int) -> mx.array:
 def process_talker_logits(
     logits: mx.array,
     seen: mx.array,
-    n_generated: int,
-    repetition_penalty: float,
+    n_generated: int | mx.array,
+    repetition_penalty: float | mx.array,
     ban: mx.array,
     eos_id: int,
 ) -> mx.array:
-    """Repetition penalty, min-new-tokens and suppression, in the reference's order (fp32)."""
+    """Repetition penalty, min-new-tokens and suppression, in the reference's order (fp32).
+
+    `n_generated` and `repetition_penalty` are numbers, or `[B, 1]` arrays for rows that are
+    at different steps or penalize differently.
+    """
     logits = apply_repetition_penalty(logits.astype(mx.float32), seen, repetition_penalty)
-    if n_generated < MIN_NEW_TOKENS:
-        ban = ban | (mx.arange(logits.shape[-1]) == eos_id)
-    return mx.where(ban, -mx.inf, logits)
+    eos = (mx.arange(logits.shape[-1]) == eos_id) & (n_generated < MIN_NEW_TOKENS)
+    return mx.where(ban | eos, -mx.inf, logits)
 
 
-def apply_top_k(logits: mx.array, k: int) -> mx.array:
-    """Keep logits >= the k-th largest (ties kept, as HF's `TopKLogitsWarper`)."""
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    kth = mx.min(mx.topk(logits, k, axis=-1), axis=-1, keepdims=True)
+@dataclass(frozen=True)
+class RowSettings:
+    """The sampler settings of each row of a batch, as `[B, 1]` arrays (rows may differ).
+
+    `temperature` is 1 for greedy rows (they take the argmax, `greedy`); `top_k` 0 and
+    `top_p_cut` (1 - top_p) 0 turn a row's filter off. The flags say which steps any row needs,
+    so a batch that never samples, or never cuts, builds none of it.
+    """
+
+    temperature: mx.array
+    top_k: mx.array
+    top_p_cut: mx.array
+    greedy: mx.array
+    sampled: bool
+    uses_top_k: bool
+    uses_top_p: bool
+
+    @classmethod
+    def of(cls, settings: list[SamplerSettings], vocab_size: int) -> "RowSettings":
+        column = lambda values, dtype: mx.array(values, dtype)[:, None]  # noqa: E731
+        return cls(
+            temperature=column([s.temperature or 1.0 for s in settings], mx.float32),
+            top_k=column([s.top_k for s in settings], mx.int32),
+            # Computed in double as `1 - p` always was, then rounded once to float32.
+            top_p_cut=column([1.0 - s.top_p for s in settings], mx.float32),
+            greedy=column([s.temperature == 0 for s in settings], mx.bool_),
+            sampled=any(s.temperature > 0 for s in settings),
+            uses_top_k=any(0 < s.top_k < vocab_size for s in settings),
+            uses_top_p=any(s.top_p < 1.0 for s in settings),
+        )
+
+    def arrays(self) -> tuple[mx.array, ...]:
+        return self.temperature, self.top_k, self.top_p_cut, self.greedy
+
+
+def apply_top_k(logits: mx.array, k: int | mx.array) -> mx.array:
+    """Keep logits >= the k-th largest (ties kept, as HF's `TopKLogitsWarper`); 0 = off.
+
+    `k` is a number or `[B, 1]` per row.
+    """
+    V = logits.shape[-1]
+    if isinstance(k, int):
+        if k <= 0 or k >= V:
+            return logits
+        kth = mx.min(mx.topk(logits, k, axis=-1), axis=-1, keepdims=True)
+    else:
+        ranked = mx.sort(logits, axis=-1)
+        kth = mx.take_along_axis(ranked, mx.clip(V - k, 0, V - 1), axis=-1)
+        kth = mx.where((k > 0) & (k < V), kth, -mx.inf)
     return mx.where(logits < kth, -mx.inf, logits)
 
 
-def apply_top_p(logits: mx.array, p: float) -> mx.array:
-    """HF `TopPLogitsWarper`: drop ascending-sorted ids whose cumulative prob <= 1 - p, keep >= 1."""
-    if p >= 1.0:
-        return logits
+def apply_top_p(logits: mx.array, p: float | None = None, cut: mx.array | None = None) -> mx.array:
+    """HF `TopPLogitsWarper`: drop ascending-sorted ids whose cumulative prob <= 1 - p, keep >= 1.
+
+    Give `p`, or `cut` = 1 - p per row (`[B, 1]`; 0 drops only ids whose probability is 0).
+    """
+    if cut is None:
+        if p >= 1.0:
+            return logits
+        cut = 1 - p
     order = mx.argsort(logits, axis=-1)
     sorted_logits = mx.take_along_axis(logits, order, axis=-1)
     cumulative = mx.cumsum(mx.softmax(sorted_logits, axis=-1), axis=-1)
-    remove_sorted = cumulative <= 1 - p
+    remove_sorted = cumulative <= cut
     remove_sorted[..., -1] = False
     remove = mx.put_along_axis(mx.zeros_like(remove_sorted), order, remove_sorted, axis=-1)
     return mx.where(remove, -mx.inf, logits)
 
 
-def filter_logits(logits: mx.array, settings: SamplerSettings) -> mx.array:
+def filter_logits(logits: mx.array, settings: SamplerSettings | RowSettings) -> mx.array:
     """Temperature, then top-k, then top-p: the warpers of a sampling step."""
-    if settings.temperature != 1.0:
-        logits = logits / settings.temperature
-    return apply_top_p(apply_top_k(logits, settings.top_k), settings.top_p)
+    if isinstance(settings, SamplerSettings):
+        if settings.temperature not in (0.0, 1.0):
+            logits = logits / settings.temperature
+        return apply_top_p(apply_top_k(logits, settings.top_k), settings.top_p)
+    logits = logits / settings.temperature  # 1 for greedy rows: dividing by 1 changes nothing
+    if settings.uses_top_k:
+        logits = apply_top_k(logits, settings.top_k)
+    if settings.uses_top_p:
+        logits = apply_top_p(logits, cut=settings.top_p_cut)
+    return logits
 
 
 # One uniform number per row, each from its row's key: the same number as `uniform(key=keys[b])`.
 _uniform_rows = mx.vmap(lambda key: mx.random.uniform(shape=(1,), key=key))
 
 
-def sample(logits: mx.array, settings: SamplerSettings, keys: mx.array) -> mx.array:
-    """Token ids `[B]` (uint32) from logits `[B, V]`; argmax when `temperature == 0`.
+def sample(logits: mx.array, settings: SamplerSettings | RowSettings, keys: mx.array) -> mx.array:
+    """Token ids `[B]` (uint32) from logits `[B, V]`; argmax for greedy rows (`temperature == 0`).
 
-    Row b draws with its own key `keys[b]` (`keys` is `[B, 2]`), so a row of a batch draws what
-    it would alone. Draws by inverting the CDF with one uniform number per row: the same
-    distribution as a Gumbel-max categorical, without generating V random numbers per token.
+    One `SamplerSettings` for every row, or a `RowSettings` per row. Row b draws with its own key
+    `keys[b]` (`keys` is `[B, 2]`), so a row of a batch draws what it would alone. Draws by
+    inverting the CDF with one uniform number per row: the same distribution as a Gumbel-max
+    categorical, without generating V random numbers per token.
     """
-    if settings.temperature == 0:
-        return mx.argmax(logits, axis=-1).astype(mx.uint32)
+    if isinstance(settings, SamplerSettings):
+        settings = RowSettings.of([settings] * logits.shape[0], logits.shape[-1])
+    greedy = mx.argmax(logits, axis=-1).astype(mx.uint32)
+    if not settings.sampled:
+        return greedy
     probs = mx.softmax(filter_logits(logits.astype(mx.float32), settings), axis=-1)
     cdf = mx.cumsum(probs, axis=-1)
     u = _uniform_rows(keys) * cdf[:, -1:]
     # The first id whose cumulative probability exceeds u; zero-probability ids are never it.
-    return mx.sum(cdf <= u, axis=-1).astype(mx.uint32)
+    drawn = mx.sum(cdf <= u, axis=-1).astype(mx.uint32)
+    return mx.where(settings.greedy[:, 0], greedy, drawn)

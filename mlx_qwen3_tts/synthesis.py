@@ -232,11 +232,12 @@ class Engine:
 
     def frames(self, requests: list[Request], texts: list[TextSource] | None = None) -> Iterator[Frame]:
         """`generate_step` over these requests; a single request reuses its voice prefix."""
-        return generate_step(self.model.talker, requests, self.embedder.tts_pad, self._prefix(requests),
+        return generate_step(self.model.talker, requests, self.embedder.tts_pad, self._prefixes(requests),
                              texts)
 
-    def _prefix(self, requests: list[Request]) -> PrefixCache | None:
-        return self.prefixes.get(self.model.talker, requests[0].prompt) if len(requests) == 1 else None
+    def _prefixes(self, requests: list[Request]) -> list[PrefixCache | None]:
+        """Each request's voice prefix KV cache (computed once per voice, `PrefixStore`)."""
+        return [self.prefixes.get(self.model.talker, r.prompt) for r in requests]
 
     def stream_decoder(self, request: Request) -> StreamingDecoder:
         decoder = self.speech_tokenizer.stream_decoder()
@@ -262,7 +263,7 @@ class Engine:
 
     def codes(self, requests: list[Request]) -> list[tuple[np.ndarray, str]]:
         """All frames of every row: `(codes [frames, 16], finish_reason)` per request."""
-        return generate_codes(self.model.talker, requests, self.embedder.tts_pad, self._prefix(requests))
+        return generate_codes(self.model.talker, requests, self.embedder.tts_pad, self._prefixes(requests))
 
     # ------------------------------------------------------------------- whole calls
 

@@ -44,6 +44,7 @@ class StreamedText:
     def __init__(self, engine: Engine):
         self.embedder = engine.embedder
         self.ids: list[int] = []
+        self.finished = False  # all text is in: after the last token come tts_eos, then tts_pad
 
     @property
     def tokens(self) -> int:
@@ -54,6 +55,9 @@ class StreamedText:
         if i < len(self.ids):
             return self.embedder.text(self.ids[i : i + 1])
         return self.embedder.tts_eos if i == len(self.ids) else self.embedder.tts_pad
+
+    def ready(self, step: int) -> bool:
+        return self.finished or step + 1 < len(self.ids)
 
 
 class TextStream:
@@ -127,6 +131,7 @@ class TextStream:
             self.finished = True
             tok = self.engine.text_tokenizer
             self.text.ids += tok.encode_pre_tokens(tok.pre_tokens(self.tail))
+            self.text.finished = True
             self.tail = ""
         return self.thread.iterate(lambda: self._steps(final=True))
 

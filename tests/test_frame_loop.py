@@ -1,0 +1,194 @@
+"""The frame loop itself: one host sync per frame, frame n + 1 queued before frame n is read,
+weights read at every call, rows that join and leave a running batch.
+
+Parity with the official model is in test_generate.py and test_parity_generation.py; these tests
+pin down how the loop runs.
+"""
+
+import shutil
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_qwen3_tts as qt
+from mlx_qwen3_tts import generate as loop_module
+from mlx_qwen3_tts import synthesis, text_stream
+from mlx_qwen3_tts.generate import FrameLoop, generate_codes
+
+TEXT = "hello world, this is a test of the frame loop."
+GREEDY = dict(temperature=0, subtalker_temperature=0)
+
+
+@pytest.fixture(scope="module")
+def cv(checkpoint):
+    # EOS never wins: every run makes exactly the frames asked for.
+    return qt.load(checkpoint("tiny-0.6b", "custom_voice", eos_scale=0.0), dtype="float32")
+
+
+class SyncCounter:
+    """Counts host syncs: `mx.eval`, and `np.array` / `np.asarray` of an `mx.array`.
+
+    (`.item()` and `.tolist()` are nanobind methods, which neither a profiler nor a monkeypatch
+    sees: `test_no_per_frame_module_reads_arrays_with_item_or_tolist` keeps them out instead.)"""
+
+    def __init__(self, tts, monkeypatch):
+        self.tts, self.count = tts, 0
+        real_eval, real_array, real_asarray = mx.eval, np.array, np.asarray
+
+        def counted(real):
+            def wrapper(*args, **kwargs):
+                if real is real_eval or (args and isinstance(args[0], mx.array)):
+                    self.count += 1
+                return real(*args, **kwargs)
+            return wrapper
+
+        monkeypatch.setattr(mx, "eval", counted(real_eval))
+        monkeypatch.setattr(np, "array", counted(real_array))
+        monkeypatch.setattr(np, "asarray", counted(real_asarray))
+
+    def __enter__(self):
+        self.count = 0
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_one_host_sync_per_frame_in_generate_codes(cv, monkeypatch):
+    job = cv.job(TEXT, speaker="ryan", seed=1, max_frames=20)
+    engine = cv.engine
+    prefixes = cv.thread.run(engine._prefixes, job.requests)  # computed before counting
+    with SyncCounter(cv, monkeypatch) as syncs:
+        (codes, reason), = cv.thread.run(generate_codes, engine.model.talker, job.requests,
+                                         engine.embedder.tts_pad, prefixes)
+    assert codes.shape == (20, 16) and reason == "length"
+    assert syncs.count <= 20
+
+
+@pytest.mark.parametrize("path", ["stream", "text_stream"])
+def test_streams_add_syncs_per_chunk_only(cv, monkeypatch, path):
+    frames, chunk = 24, 6
+    kwargs = dict(speaker="ryan", seed=2, max_frames=frames, chunk_frames=chunk, first_chunk_frames=chunk)
+    cv.generate(TEXT, speaker="ryan", seed=2, max_frames=2)  # voice prefix cached, predictor compiled
+    with SyncCounter(cv, monkeypatch) as syncs:
+        if path == "stream":
+            chunks = list(cv.stream_generate(TEXT, non_streaming_mode=False, **kwargs))
+        else:
+            with cv.open_stream(**kwargs) as s:
+                s.feed(TEXT)
+                chunks = list(s.audio()) + list(s.finish())
+    assert sum(c.frames for c in chunks) == frames
+    # One sync per frame, and a decoded chunk's audio (two per chunk) to the host.
+    assert syncs.count <= frames + 2 * len(chunks) + 3
+
+
+def test_frame_n_plus_one_is_queued_before_frame_n_is_read(cv, monkeypatch):
+    events = []
+    build, read = FrameLoop._build, FrameLoop._read
+
+    def recording_build(self):
+        built = build(self)
+        if built is not None:
+            events.append(("build", built.index[0]))
+        return built
+
+    def recording_read(self, built):
+        events.append(("read", built.index[0]))
+        return read(self, built)
+
+    monkeypatch.setattr(FrameLoop, "_build", recording_build)
+    monkeypatch.setattr(FrameLoop, "_read", recording_read)
+    cv.generate(TEXT, speaker="ryan", seed=0, max_frames=6)
+    reads = [i for kind, i in events if kind == "read"]
+    assert reads == list(range(6))
+    for n in range(5):
+        assert events.index(("build", n + 1)) < events.index(("read", n))
+
+
+def test_a_frame_the_host_reads_late_is_never_handed_out_past_eos(checkpoint):
+    """The pipelined loop computes a frame past EOS; it must not reach the caller."""
+    tts = qt.load(checkpoint("tiny-0.6b", "custom_voice", eos_scale=40.0), dtype="float32")
+    one = tts.generate(TEXT, speaker="vivian", seed=0, max_frames=200, **GREEDY)
+    assert one.finish_reason == "eos" and 2 <= one.frames < 200
+    chunks = list(tts.stream_generate(TEXT, speaker="vivian", seed=0, max_frames=200, chunk_frames=1,
+                                      **GREEDY))
+    assert sum(c.frames for c in chunks) == one.frames and chunks[-1].finish_reason == "eos"
+
+
+def test_compiled_predictor_sees_new_weights(checkpoint, tmp_path):
+    """The compiled code predictor captured the weights as constants: after `load_weights` a
+    model kept predicting with the old ones."""
+    tts = qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="float32")
+    before = tts.generate(TEXT, speaker="ryan", max_frames=4, **GREEDY)  # compiles the predictor
+    key = "talker.code_predictor.lm_head.3.weight"
+    folder = shutil.copytree(checkpoint("tiny-0.6b", "custom_voice"), tmp_path / "changed")
+    weights = dict(mx.load(str(folder / "model.safetensors")))
+    weights[key] = -weights[key]
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "pt"})
+    # Built from host data: a lazy array of this thread could not be evaluated on the model's.
+    changed = mx.array(-np.array(tts.model.talker.code_predictor.lm_head[3].weight))
+    tts.thread.run(tts.model.load_weights, [(key, changed)], strict=False)
+    after = tts.generate(TEXT, speaker="ryan", max_frames=4, **GREEDY)
+    fresh = qt.load(folder, dtype="float32").generate(TEXT, speaker="ryan", max_frames=4, **GREEDY)
+    np.testing.assert_array_equal(after.codes, fresh.codes)
+    assert not np.array_equal(after.codes[:, 4], before.codes[:, 4])
+
+
+def run_loop(cv, plan):
+    """Run a FrameLoop on the model's thread: `plan[step]` lists requests that join at that step,
+    or "drop:<i>" to drop the i-th request. Returns each request's codes."""
+    engine = cv.engine
+
+    def go():
+        loop = FrameLoop(engine.model.talker, engine.embedder.tts_pad)
+        rows, codes, step = [], {}, 0
+        while step in plan or loop.active:
+            for item in plan.get(step, []):
+                if isinstance(item, str):
+                    loop.drop(rows[int(item.split(":")[1])])
+                else:
+                    rows.append(loop.add(item, prefix=engine.prefixes.get(engine.model.talker, item.prompt)))
+            for row, c in loop.step():
+                codes.setdefault(id(row), []).append(c)
+            step += 1
+        return [np.stack(codes[id(r)]) if id(r) in codes else np.zeros((0, 16)) for r in rows], rows
+
+    return cv.thread.run(go)
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, dict(temperature=0.9, subtalker_temperature=0.8, top_k=20,
+                                                   subtalker_top_p=0.9)])
+def test_rows_joining_and_leaving_a_running_batch_get_their_solo_codes(cv, sampling):
+    texts = [TEXT, "a second, shorter sentence.", "and a third voice joins late."]
+    speakers = ["ryan", "vivian", "serena"]
+    frames = [12, 7, 9]
+    jobs = [cv.job(t, speaker=s, seed=10 + i, max_frames=n, **sampling)
+            for i, (t, s, n) in enumerate(zip(texts, speakers, frames))]
+    solo = [cv.generate(t, speaker=s, seed=10 + i, max_frames=n, **sampling).codes
+            for i, (t, s, n) in enumerate(zip(texts, speakers, frames))]
+    # Row 0 starts alone, row 1 joins at step 3, row 2 at step 5; rows leave at their limits.
+    codes, rows = run_loop(cv, {0: [jobs[0].requests[0]], 3: [jobs[1].requests[0]],
+                                5: [jobs[2].requests[0]]})
+    for ours, theirs in zip(codes, solo):
+        np.testing.assert_array_equal(ours, theirs)
+    assert [r.reason for r in rows] == ["length"] * 3
+
+
+def test_a_dropped_row_stops_and_the_others_go_on(cv):
+    a = cv.job(TEXT, speaker="ryan", seed=1, max_frames=10, **GREEDY).requests[0]
+    b = cv.job("another text entirely.", speaker="vivian", seed=2, max_frames=10, **GREEDY).requests[0]
+    codes, rows = run_loop(cv, {0: [a, b], 4: ["drop:1"]})
+    assert rows[1].reason == "dropped" and len(codes[1]) <= 5
+    np.testing.assert_array_equal(codes[0], cv.generate(TEXT, speaker="ryan", seed=1, max_frames=10,
+                                                        **GREEDY).codes)
+    np.testing.assert_array_equal(codes[1], cv.generate("another text entirely.", speaker="vivian", seed=2,
+                                                        max_frames=10, **GREEDY).codes[: len(codes[1])])
+
+
+@pytest.mark.parametrize("module", [loop_module, synthesis, text_stream])
+def test_no_per_frame_module_reads_arrays_with_item_or_tolist(module):
+    # A frame's one sync is `np.array` of its packed codes (counted above); `.item()` and
+    # `.tolist()` would be uncounted syncs (the frame loop used to call both every frame).
+    source = open(module.__file__, encoding="utf-8").read()
+    assert ".item()" not in source and ".tolist()" not in source
