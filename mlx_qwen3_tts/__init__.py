@@ -1,5 +1,12 @@
 """Qwen3-TTS on MLX: every released 12 Hz checkpoint, on-device."""
 
+# First, before anything imports mlx.core: MLX binds the BLAS it finds then (see blas.py).
+from .blas import load_mkl
+
+load_mkl()
+
+# ruff: noqa: E402
+
 from .errors import (
     AudioError,
     EmptyTextError,
@@ -16,6 +23,7 @@ from .errors import (
     VoiceCloneUnsupportedError,
 )
 from .loading import load
+from .policy import ComputePolicy
 from .request import Capabilities, RunawayGuard
 from .speech_tokenizer import SpeechTokenizer
 from .synthesis import AudioChunk, GenerationResult
@@ -30,6 +38,7 @@ __all__ = [
     "AudioChunk",
     "AudioError",
     "Capabilities",
+    "ComputePolicy",
     "EmptyTextError",
     "GenerationResult",
     "InstructUnsupportedError",

@@ -510,7 +510,7 @@ def run(args: argparse.Namespace) -> None:
     log.info(f"Loading {args.model}")
     tts = load(args.model, dtype=args.dtype, device=args.device)
     seconds = time.perf_counter() - start
-    log.info(f"Loaded a {tts.model_type} checkpoint in {seconds:.1f} s on {tts.device}")
+    log.info(f"Loaded a {tts.model_type} checkpoint in {seconds:.1f} s: {tts.compute}")
     if listing:
         _list(tts, args, log)
         return

@@ -44,10 +44,6 @@ Q_BITS = (4, 6, 8)
 Q_GROUP_SIZES = (32, 64, 128)
 DEFAULT_Q_BITS = 8
 DEFAULT_Q_GROUP_SIZE = 64
-# Quantized matmuls on MLX's CPU backend ran ~8x slower with bfloat16 activations than with
-# float32 ones, and drifted more (8-bit, random 0.6B: first-step logits' cosine 0.987 against
-# 0.9993); on Apple GPUs one decode step is bound by reading the packed weights either way.
-ACTIVATION_DTYPE = "float32"
 # Files next to the weights that a folder needs (config.json is rewritten, not copied).
 SUPPORT_FILES = ("*.json", "*.txt", "*.jinja")
 SKIPPED_FILES = ("config.json", "model.safetensors.index.json")
@@ -72,9 +68,10 @@ class UploadError(Qwen3TTSError):
 # the 0.6B weights, so it stays float.
 FLOAT_LAYERS = ("talker.codec_head",)
 # Fewest bits per kind of layer, whatever `bits` asks. Peers found 4-bit talkers audibly worse,
-# and on random 0.6B weights 4-bit talker attention alone takes the first-step logits' cosine to
-# 0.93, 4-bit MLPs to 0.97 (bench/quantization_agreement.py). The text embedding is the one big
-# block that tolerates 4 bits (0.993); so `bits` sets it, and floors keep the stacks usable.
+# and on random weights 4-bit talker attention, then 4-bit MLPs, moved the first-step logits far
+# more than a 4-bit text embedding did (bench/quantization_agreement.py; numbers in the README).
+# The text embedding is the one big block that tolerates 4 bits; so `bits` sets it, and floors
+# keep the stacks usable.
 MIN_BITS = (
     # Rows used as they are (codec embeddings, predictor heads), the projections between widths,
     # and attention, whose errors move every later position's softmax.
@@ -114,8 +111,9 @@ def _dtype_name(dtype: mx.Dtype) -> str:
 def quantize_model(model: nn.Module, group_size: int, bits: int) -> dict[str, Any]:
     """Quantize `model` in place by `quant_predicate`; returns the config's `quantization` block.
 
-    The block holds the defaults, the dtypes of the scales and of the activations, and one entry
-    per quantized layer with its group size and bits (mlx-lm's per-layer format).
+    The block holds the defaults, the dtype of the scales, and one entry per quantized layer with
+    its group size and bits (mlx-lm's per-layer format). How the model computes (its activation
+    dtype) is not recorded: `load` decides it for the device (`ComputePolicy`).
     """
     settings = {"group_size": group_size, "bits": bits, "mode": "affine"}
     layers: dict[str, dict[str, Any]] = {}
@@ -136,7 +134,6 @@ def quantize_model(model: nn.Module, group_size: int, bits: int) -> dict[str, An
     return {
         **settings,
         "scale_dtype": _dtype_name(scales.dtype),
-        "activation_dtype": ACTIVATION_DTYPE,
         **dict(sorted(layers.items())),
     }
 

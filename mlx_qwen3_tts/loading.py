@@ -12,8 +12,8 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .errors import ModelLoadError
-from .models.cpu_matmul import use_float32_matmuls
 from .models.qwen3_tts import Model, Qwen3TTSConfig
+from .policy import ComputePolicy, log, parse_device
 from .runtime import ModelThread
 from .speech_tokenizer import SpeechTokenizer
 from .text_tokenizer import TextTokenizer
@@ -98,46 +98,34 @@ def quantize_for_load(model: nn.Module, quantization: dict[str, Any], weights: d
 def load_model(folder: Path, dtype: str | mx.Dtype | None = None, lazy: bool = False) -> Model:
     """Build the talker (+ speaker encoder) of a checkpoint folder and load its weights.
 
-    The talker runs in `dtype` (default: as stored, bfloat16 in the released files; a quantized
-    folder's recorded `activation_dtype`); the speaker encoder always runs in float32, being
-    small and feeding a single vector to the talker. Quantized layers are built before loading,
-    so packed weights load as stored; `dtype` then casts their scales and biases.
+    The talker's float tensors are cast to `dtype` (default: as stored, bfloat16 in the released
+    files); the speaker encoder is always float32, being small and feeding a single vector to
+    the talker. Quantized layers are built before loading, so packed weights load as stored;
+    `dtype` then casts their scales and biases. (An `activation_dtype` that older converted
+    folders recorded is ignored: how a model computes is the compute policy's choice.)
+    `model.stored_dtype` is the talker's dtype in the files.
     """
     config = load_config(folder)
     model = Model(config)
     weights = model.sanitize(read_safetensors(folder))
     if config.quantization is not None:
         quantize_for_load(model, config.quantization, weights)
-        if dtype is None:
-            dtype = config.quantization.get("activation_dtype")
+    stored = weights.get("talker.model.norm.weight")
     weights = cast_weights(weights, parse_dtype(dtype), keep_float32=("speaker_encoder.",))
     load_weights_strict(model, weights, str(folder / "model.safetensors"))
     model.eval()
+    model.stored_dtype = stored.dtype if stored is not None else None  # a plain attribute
     if not lazy:
         mx.eval(model.parameters())
     return model
-
-
-def parse_device(device: str | mx.Device | None) -> mx.Device:
-    """`"cpu"`, `"gpu"`, an `mx.Device` or None (MLX's default: the GPU on Apple silicon)."""
-    if device is None:
-        return mx.default_device()
-    if isinstance(device, str):
-        if device not in ("cpu", "gpu"):
-            raise ModelLoadError(f"device {device!r} is not 'cpu' or 'gpu'.")
-        device = mx.gpu if device == "gpu" else mx.cpu
-    if not mx.is_available(device):
-        raise ModelLoadError(
-            f"device {device} is not available in this MLX build (no Metal or CUDA backend); "
-            "use device='cpu'."
-        )
-    return device
 
 
 def load(
     path_or_repo: str | Path,
     dtype: str | mx.Dtype | None = None,
     device: str | mx.Device | None = None,
+    *,
+    policy: ComputePolicy | None = None,
 ) -> Qwen3TTS:
     """Load a Qwen3-TTS 12 Hz checkpoint from a local folder or a Hugging Face repo id.
 
@@ -146,11 +134,14 @@ def load(
             ``mlx_qwen3_tts.convert``, or mlx-audio's, quantized or not) or a repo id
             such as ``"Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"`` (fetched on first use).
         dtype (str, optional): Talker dtype, ``"float32"``, ``"float16"`` or ``"bfloat16"``.
-            Default: as stored (bfloat16 in the released files; float32 activations for folders
-            quantized by ``mlx_qwen3_tts.convert``). The codec and the speaker encoder run in
-            float32.
+            Default: the fast one for the device: on a GPU as released (bfloat16; quantized
+            folders as stored), on the CPU float32 (quantized folders keep their packed
+            weights, with float32 scales and activations). The codec and the speaker encoder
+            run in float32.
         device (str, optional): ``"gpu"`` or ``"cpu"``: where the model's arrays are computed.
             Default: MLX's default device (the GPU on Apple silicon).
+        policy (ComputePolicy, optional): every device-dependent choice at once, instead of
+            the one `dtype` and `device` make (`ComputePolicy.choose`).
 
     Returns:
         Qwen3TTS: the loaded model. Its MLX work runs on a thread of its own (`runtime.py`).
@@ -159,12 +150,12 @@ def load(
         ModelLoadError: the folder or repo is missing, incomplete, corrupt or not Qwen3-TTS,
             or the device is not available.
     """
-    device = parse_device(device)
-    dtype = parse_dtype(dtype)
+    if policy is None:
+        policy = ComputePolicy.choose(parse_device(device), parse_dtype(dtype))
     folder = resolve_path(path_or_repo)
-    thread = ModelThread(device)
+    thread = ModelThread(policy.device)
     try:
-        tts = thread.run(_load, folder, dtype, device, thread)
+        tts = thread.run(_load, folder, policy, thread)
     except BaseException:
         thread.stop()
         raise
@@ -183,18 +174,19 @@ def _check_codec_fits(config: Qwen3TTSConfig, speech: SpeechTokenizer, source: P
             f"{predictor.vocab_size}; the folder mixes two checkpoints.")
 
 
-def _load(folder: Path, dtype: mx.Dtype | None, device: mx.Device, thread: ModelThread) -> Qwen3TTS:
-    model = load_model(folder, dtype)
-    if device == mx.cpu:
-        use_float32_matmuls(model)
+def _load(folder: Path, policy: ComputePolicy, thread: ModelThread) -> Qwen3TTS:
+    model = load_model(folder, policy.dtype)
+    policy.apply_talker(model)
     speech_folder = folder / "speech_tokenizer"
     if not (speech_folder / "config.json").is_file():
         raise ModelLoadError(
             f"{folder} lacks speech_tokenizer/config.json; every Qwen3-TTS checkpoint ships its "
             "12 Hz speech tokenizer in that subfolder."
         )
-    speech = SpeechTokenizer.from_pretrained(speech_folder)
+    speech = SpeechTokenizer.from_pretrained(speech_folder, policy=policy)
     _check_codec_fits(model.config, speech, speech_folder)
+    policy.wire(model, speech.model)
+    log.info("Loaded %s: %s", folder.name, policy.describe(model.stored_dtype))
     return Qwen3TTS.build(
         model=model,
         text_tokenizer=TextTokenizer.from_folder(folder),
@@ -202,9 +194,10 @@ def _load(folder: Path, dtype: mx.Dtype | None, device: mx.Device, thread: Model
         generation_defaults=read_json(folder / "generation_config.json", required=False) or {},
         path=folder,
         thread=thread,
+        policy=policy,
     )
 
 
 # What the front ends (cli, server, convert) take from here besides `load`.
-__all__ = ["DTYPES", "FORMAT_KEY", "FORMAT_VERSION", "format_version", "is_repo_id", "load", "load_model",
-           "parse_device", "parse_dtype", "read_json", "resolve_path"]
+__all__ = ["DTYPES", "FORMAT_KEY", "FORMAT_VERSION", "ComputePolicy", "format_version", "is_repo_id", "load",
+           "load_model", "parse_device", "parse_dtype", "read_json", "resolve_path"]

@@ -18,6 +18,7 @@ from .audio import prepare_audio, read_audio
 from .errors import AudioError, ModelLoadError
 from .models.codec import SpeechTokenizerConfig, SpeechTokenizerModel
 from .models.codec.layers import state_arrays
+from .policy import ComputePolicy, parse_device
 from .weights import cast_weights, load_weights_strict, read_json, read_safetensors
 
 DecodeMode = Literal["exact", "reference"]
@@ -48,7 +49,9 @@ def load_model(path: str | os.PathLike, dtype: mx.Dtype = mx.float32) -> SpeechT
 class SpeechTokenizer:
     """The 12 Hz speech tokenizer: audio <-> `[frames, 16]` codes, 1920 samples per frame."""
 
-    def __init__(self, model: SpeechTokenizerModel):
+    def __init__(self, model: SpeechTokenizerModel, policy: ComputePolicy | None = None):
+        self.policy = policy or ComputePolicy.choose(mx.default_device())
+        self.policy.apply_codec(model)
         self.model = model
         self.config = model.config
         dec = model.config.decoder_config
@@ -56,18 +59,29 @@ class SpeechTokenizer:
         self.codebook_size = dec.codebook_size
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: mx.Dtype = mx.float32) -> "SpeechTokenizer":
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        dtype: mx.Dtype = mx.float32,
+        device: str | mx.Device | None = None,
+        *,
+        policy: ComputePolicy | None = None,
+    ) -> "SpeechTokenizer":
         """Loads a local tokenizer folder, or the `speech_tokenizer/` of a TTS checkpoint folder.
 
         Args:
             path: Folder with `config.json` and `model.safetensors` (no preprocessor config needed).
             dtype: Dtype of the weights and activations. Default: ``mx.float32`` (as released).
+            device: ``"gpu"`` or ``"cpu"``. Default: MLX's default device.
+            policy: the compute policy of a whole model (`load` passes its own).
 
         Raises:
             ModelLoadError: a missing file or config field, or a missing, unexpected or
-                mis-shaped tensor.
+                mis-shaped tensor, or an unavailable device.
         """
-        return cls(load_model(path, dtype))
+        policy = policy or ComputePolicy.choose(parse_device(device))
+        with mx.stream(policy.device):
+            return cls(load_model(path, dtype), policy)
 
     @property
     def sample_rate(self) -> int:
@@ -106,9 +120,10 @@ class SpeechTokenizer:
         elif sample_rate is None:
             raise AudioError("sample_rate is required for array input.")
         wav = prepare_audio(audio, sample_rate, self.input_sample_rate)
-        codes = self.model.encoder(mx.array(wav)[None].astype(self.dtype))
         frames = -(-wav.shape[0] // self.config.encode_downsample_rate)
-        return np.array(codes[0, :frames]).astype(np.int64)
+        with mx.stream(self.policy.device):
+            codes = self.model.encoder(mx.array(wav)[None].astype(self.dtype))
+            return np.array(codes[0, :frames]).astype(np.int64)
 
     def decode(self, codes: np.ndarray, mode: DecodeMode = "exact") -> np.ndarray:
         """Audio of `[frames, 16]` codes, `frames * 1920` float32 samples at `sample_rate`.
@@ -126,11 +141,12 @@ class SpeechTokenizer:
         if mode not in DECODE_MODES:
             raise AudioError(f"`mode` must be 'exact' or 'reference', got {mode!r}.", "mode")
         c = self._check_codes(codes)
-        if mode == "exact":
-            wav = self.model.decoder.streamed_decode(c)
-        else:
-            wav = self.model.decoder.chunked_decode(c)
-        return np.array(wav[0].astype(mx.float32))
+        with mx.stream(self.policy.device):
+            if mode == "exact":
+                wav = self.model.decoder.streamed_decode(c)
+            else:
+                wav = self.model.decoder.chunked_decode(c)
+            return np.array(wav[0].astype(mx.float32))
 
     def stream_decoder(self) -> "StreamingDecoder":
         """A fresh streaming decoder (see `StreamingDecoder`)."""
@@ -172,7 +188,8 @@ class StreamingDecoder:
         c = self._tokenizer._check_codes(codes)
         if c.shape[1] == 0:
             return np.zeros(0, dtype=np.float32)
-        wav = self._tokenizer.model.decoder(c, self._state)[0].astype(mx.float32)
-        mx.eval(wav, state_arrays(self._state))
+        with mx.stream(self._tokenizer.policy.device):
+            wav = self._tokenizer.model.decoder(c, self._state)[0].astype(mx.float32)
+            mx.eval(wav, state_arrays(self._state))
         self.frames += c.shape[1]
         return np.array(wav)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import VoiceCloneUnsupportedError
 from .models.qwen3_tts import Model, Qwen3TTSConfig
+from .policy import ComputePolicy
 from .request import Capabilities, Job
 from .runtime import ModelThread
 from .speech_tokenizer import SpeechTokenizer
@@ -36,10 +37,11 @@ AudioInput = str | os.PathLike | tuple[np.ndarray, int]
 class Qwen3TTS:
     """A Qwen3-TTS checkpoint loaded into MLX (see `mlx_qwen3_tts.load`)."""
 
-    def __init__(self, engine: Engine, path: Path, thread: ModelThread):
+    def __init__(self, engine: Engine, path: Path, thread: ModelThread, policy: ComputePolicy):
         self.engine = engine
         self.path = path
         self.thread = thread
+        self.policy = policy
 
     @classmethod
     def build(
@@ -50,9 +52,10 @@ class Qwen3TTS:
         generation_defaults: dict[str, Any],
         path: Path,
         thread: ModelThread,
+        policy: ComputePolicy,
     ) -> "Qwen3TTS":
         engine = thread.run(Engine, model, text_tokenizer, speech_tokenizer, generation_defaults)
-        return cls(engine, path, thread)
+        return cls(engine, path, thread, policy)
 
     def __repr__(self) -> str:
         return f"Qwen3TTS({self.model_type}, size={self.config.tts_model_size}, path={self.path})"
@@ -74,6 +77,11 @@ class Qwen3TTS:
     @property
     def device(self):
         return self.thread.device
+
+    @property
+    def compute(self) -> str:
+        """How this model computes, in one line: device, dtypes and (on the CPU) the BLAS."""
+        return self.policy.describe(self.model.stored_dtype)
 
     @property
     def text_tokenizer(self) -> TextTokenizer:

@@ -10,7 +10,8 @@ import pytest
 from numpy_ref import codec as ref
 
 from mlx_qwen3_tts.models.codec import layers
-from mlx_qwen3_tts.models.codec.layers import conv1d, conv_impl, conv_transpose1d, set_conv_impl
+from mlx_qwen3_tts.models.codec.layers import conv1d, conv_transpose1d, use_impls
+from mlx_qwen3_tts.policy import ComputePolicy
 from mlx_qwen3_tts.speech_tokenizer import SpeechTokenizer
 from mlx_qwen3_tts.testing import write_speech_tokenizer
 
@@ -50,13 +51,6 @@ def assert_close(got: np.ndarray, want: np.ndarray, rtol: float = 1e-5):
     assert got.shape == want.shape
     err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
     assert err <= rtol, f"max-abs error {err:.2e} of the peak"
-
-
-@pytest.fixture
-def restore_impl():
-    previous = set_conv_impl("auto")
-    yield
-    set_conv_impl(previous)
 
 
 @pytest.mark.parametrize("impl", MATMUL_IMPLS)
@@ -122,13 +116,9 @@ def test_low_precision_keeps_its_dtype():
     assert conv_transpose1d(x, w, 3, impl="matmul").dtype == mx.bfloat16
 
 
-def test_auto_is_native_on_a_gpu_and_matmul_on_the_cpu(restore_impl):
-    with mx.stream(mx.cpu):
-        assert conv_impl() == "matmul"
-    assert conv_impl() == ("native" if mx.default_device().type == mx.DeviceType.gpu else "matmul")
-    assert set_conv_impl("taps") == "auto" and conv_impl() == "taps"
+def test_an_unknown_formulation_is_refused(tokenizer):
     with pytest.raises(ValueError, match="conv impl"):
-        set_conv_impl("winograd")
+        use_impls(tokenizer.model, "winograd", "poly")
     with pytest.raises(ValueError, match="conv impl"):
         conv1d(mx.zeros((1, 4, 2)), mx.zeros((2, 1, 2)), impl="fft")
 
@@ -141,16 +131,19 @@ def tokenizer(tmp_path_factory):
 
 
 @pytest.mark.parametrize("impl", MATMUL_IMPLS)
-def test_codec_decodes_and_encodes_alike_with_every_formulation(tokenizer, restore_impl, impl):
+def test_codec_decodes_and_encodes_alike_with_every_formulation(tokenizer, impl):
     codes = np.random.default_rng(8).integers(0, 2048, (7, 16))
     audio = 0.3 * np.sin(np.linspace(0, 400, 11 * 1920)).astype(np.float32)
     encoder = tokenizer.model.encoder
-    set_conv_impl("native")
+    use_impls(tokenizer.model, "native", "sin")
     wav, emb = tokenizer.decode(codes), np.array(encoder.embed(mx.array(audio)[None]))
-    set_conv_impl(impl)
-    assert_close(tokenizer.decode(codes), wav, rtol=2e-5)
-    # The encoder's quantizer input: the codes themselves could flip on a near-tie.
-    assert_close(np.array(encoder.embed(mx.array(audio)[None])), emb, rtol=2e-5)
+    use_impls(tokenizer.model, impl, "poly")
+    try:
+        assert_close(tokenizer.decode(codes), wav, rtol=2e-5)
+        # The encoder's quantizer input: the codes themselves could flip on a near-tie.
+        assert_close(np.array(encoder.embed(mx.array(audio)[None])), emb, rtol=2e-5)
+    finally:
+        tokenizer.policy.apply_codec(tokenizer.model)
 
 
 def test_snake_beta_is_the_same_fused_and_unfused():
@@ -182,3 +175,31 @@ def test_streaming_states_keep_copies_of_their_tails_not_their_inputs():
     mx.eval(outputs, conv_state.state, tail_state.state)
     del x, outputs
     assert mx.get_active_memory() - before < 2**20
+
+
+# --------------------------------------------------------------------------- the compute policy
+
+
+def test_the_policy_picks_formulations_for_the_device():
+    gpu, cpu = ComputePolicy.choose(mx.gpu), ComputePolicy.choose(mx.cpu)
+    assert (gpu.conv, gpu.snake, gpu.dtype, gpu.float32_matmuls) == ("native", "sin", None, False)
+    assert (cpu.conv, cpu.snake, cpu.dtype, cpu.float32_matmuls) == ("matmul", "poly", mx.float32, True)
+    assert ComputePolicy.choose(mx.cpu, mx.bfloat16).dtype == mx.bfloat16
+
+
+def test_two_policies_live_in_one_process(tmp_path_factory):
+    """No process-wide switch: a model made for a GPU and one for the CPU keep their own choices."""
+    folder = write_speech_tokenizer(tmp_path_factory.mktemp("policies"), "tiny-0.6b", seed=0)
+    as_gpu = ComputePolicy(mx.cpu, None, False, "native", "sin")  # a GPU's choices, run on the CPU
+    a = SpeechTokenizer.from_pretrained(folder, policy=as_gpu)
+    b = SpeechTokenizer.from_pretrained(folder, device="cpu")
+    def kinds(tok):
+        return {(type(m).__name__, m.impl) for _, m in tok.model.named_modules() if hasattr(m, "impl")}
+
+    gpu_like = {("CausalConv1d", "native"), ("CausalConvTranspose1d", "native"), ("SnakeBeta", "sin")}
+    assert kinds(a) == gpu_like
+    cpu = {("CausalConv1d", "matmul"), ("CausalConvTranspose1d", "matmul"), ("SnakeBeta", "poly")}
+    assert kinds(b) == cpu
+    codes = np.random.default_rng(3).integers(0, 2048, (6, 16))
+    assert_close(a.decode(codes), b.decode(codes), rtol=2e-5)
+    assert kinds(a) == gpu_like

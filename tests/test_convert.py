@@ -102,9 +102,10 @@ def test_folder_keeps_config_and_files(tiny_q, work):
     assert config[FORMAT_KEY]["format_version"] == FORMAT_VERSION
     assert config[FORMAT_KEY]["dtype"] == "bfloat16"
     block = config["quantization"]
-    assert {k: block[k] for k in ("bits", "group_size", "mode", "scale_dtype", "activation_dtype")} == {
-        "bits": 8, "group_size": 64, "mode": "affine", "scale_dtype": "bfloat16",
-        "activation_dtype": "float32"}
+    assert {k: block[k] for k in ("bits", "group_size", "mode", "scale_dtype")} == {
+        "bits": 8, "group_size": 64, "mode": "affine", "scale_dtype": "bfloat16"}
+    # How the model computes is decided at load for the device, never recorded by convert.
+    assert "activation_dtype" not in block
     assert block["talker.model.layers.0.mlp.up_proj"] == {"group_size": 64, "bits": 8, "mode": "affine"}
     Qwen3TTSConfig.from_dict(config)
     for name in ("generation_config.json", "preprocessor_config.json", "tokenizer_config.json",
@@ -361,10 +362,13 @@ def test_mlx_audio_float_folder_loads_identically(mlx_audio, tiny_q):
 
 
 def test_mlx_audio_quantized_folders_load(mlx_audio, checkpoint, float_reference):
-    tts = qt.load(mlx_audio("custom_voice-8bit"))
+    tts = qt.load(mlx_audio("custom_voice-8bit"), device="cpu")
     q_proj = tts.model.talker.model.layers[0].self_attn.q_proj
     assert isinstance(q_proj, nn.QuantizedLinear) and q_proj.bits == 8
-    assert q_proj.scales.dtype == mx.bfloat16  # no activation dtype recorded: as stored
+    # Packed weights as stored; scales in float32 on the CPU, as for our own folders.
+    assert q_proj.weight.dtype == mx.uint32 and q_proj.scales.dtype == mx.float32
+    stored = qt.load(mlx_audio("custom_voice-8bit"), dtype="bfloat16")
+    assert stored.model.talker.model.layers[0].self_attn.q_proj.scales.dtype == mx.bfloat16
     assert isinstance(tts.model.talker.model.text_embedding, nn.Embedding)
     assert cosine(first_step_logits(tts), float_reference) >= 0.999
     base = qt.load(mlx_audio("base-4bit"))

@@ -5,10 +5,10 @@ frames decoded piece by piece gives the single-pass result when each conv keeps 
 `k_eff - 1` inputs it saw (`ConvState`) and each transposed conv carries the overlapping tail of
 its output into the next piece (`TailState`).
 
-Every codec convolution goes through `conv1d` / `conv_transpose1d`, which pick the formulation in
-one place (`conv_impl`): MLX's own kernels on a GPU, matmuls on the CPU, where MLX runs dilated,
-grouped and transposed convs as a naive loop, one to two orders of magnitude slower than the same
-products as BLAS matmuls (`bench/codec_speed.py` measures both; the README quotes its numbers).
+Every codec convolution goes through `conv1d` / `conv_transpose1d`, computed as the module's
+`impl` says (set per model by the compute policy): MLX's own kernels on a GPU, matmuls on the
+CPU, where MLX runs dilated, grouped and transposed convs as a naive loop, one to two orders of
+magnitude slower than the same products as BLAS matmuls (`bench/codec_speed.py` measures both).
 """
 
 import math
@@ -18,52 +18,19 @@ from typing import Any, Literal, get_args
 import mlx.core as mx
 import mlx.nn as nn
 
-ConvImpl = Literal["auto", "native", "matmul", "taps", "im2col"]
+ConvImpl = Literal["native", "matmul", "taps", "im2col"]
 CONV_IMPLS: tuple[str, ...] = get_args(ConvImpl)
+SnakeImpl = Literal["sin", "poly"]
 # Largest im2col patch matrix (elements, 16 MiB in float32) that "matmul" builds. Patches grow as
-# k * L * C, which at the decoder's last stage of a 300-frame decode would be 1.5 GB; past this
+# k * L * C, far larger than the output at the decoder's last stage of a long decode; past this
 # size the tap sum, whose temporaries are output-sized, is as fast.
 IM2COL_MAX_ELEMENTS = 1 << 22
 
-_conv_impl: ConvImpl = "auto"
 
-
-def set_conv_impl(impl: ConvImpl) -> ConvImpl:
-    """Sets how the codec computes its convolutions and returns the previous setting.
-
-    * "auto" (default): "native" when MLX's default device is a GPU, else "matmul";
-    * "native": `mx.conv1d` / `mx.conv_transpose1d`;
-    * "matmul": im2col while its patch matrix is small (`IM2COL_MAX_ELEMENTS`), else the tap sum;
-    * "taps" / "im2col": always that one formulation (for tests and benchmarks).
-
-    Depthwise and grouped convs use a tap sum, and transposed convs one matmul and an overlap-add,
-    under every setting but "native".
-    """
-    global _conv_impl
+def _check(impl: str) -> str:
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv impl must be one of {CONV_IMPLS}, not {impl!r}.")
-    previous, _conv_impl = _conv_impl, impl
-    return previous
-
-
-def conv_impl() -> str:
-    """The formulation the codec's convolutions use now, with "auto" resolved for the device."""
-    if _conv_impl != "auto":
-        return _conv_impl
-    # Metal's conv kernels beat these matmuls; the CPU backend's conv loop is ~10-100x slower.
-    return "native" if _on_gpu() else "matmul"
-
-
-def _on_gpu() -> bool:
-    return mx.default_device().type == mx.DeviceType.gpu
-
-
-def _resolve(impl: ConvImpl | None) -> str:
-    if impl is None:
-        return conv_impl()
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"conv impl must be one of {CONV_IMPLS}, not {impl!r}.")
-    return conv_impl() if impl == "auto" else impl
+    return impl
 
 
 def conv1d(
@@ -72,11 +39,17 @@ def conv1d(
     stride: int = 1,
     dilation: int = 1,
     groups: int = 1,
-    impl: ConvImpl | None = None,
+    impl: ConvImpl = "native",
 ) -> mx.array:
     """`mx.conv1d(x, w, stride, 0, dilation, groups)`: no padding, `x` `[B, L, C_in]`, `w`
-    `[C_out, k, C_in / groups]`, computed as `impl` (default: `conv_impl()`) says."""
-    impl = _resolve(impl)
+    `[C_out, k, C_in / groups]`, computed as `impl` says:
+
+    * "native": `mx.conv1d` (MLX's kernels; what a GPU runs best);
+    * "matmul": BLAS products (what the CPU runs best): im2col while its patch matrix is small
+      (`IM2COL_MAX_ELEMENTS`), else the tap sum; depthwise and grouped convs a tap sum;
+    * "taps" / "im2col": always that one formulation (tests and benchmarks).
+    """
+    impl = _check(impl)
     if impl == "native":
         return mx.conv1d(x, w, stride=stride, dilation=dilation, groups=groups)
     taps = _tap_inputs(x, w.shape[1], stride, dilation)
@@ -129,10 +102,11 @@ def _grouped_tap_sum(taps: list[mx.array], w: mx.array, groups: int) -> mx.array
     return y.swapaxes(1, 2).reshape(B, L, -1)
 
 
-def conv_transpose1d(x: mx.array, w: mx.array, stride: int, impl: ConvImpl | None = None) -> mx.array:
+def conv_transpose1d(x: mx.array, w: mx.array, stride: int, impl: ConvImpl = "native") -> mx.array:
     """`mx.conv_transpose1d(x, w, stride)`: no padding, groups 1, `(L - 1) * stride + k` outputs,
-    `w` `[C_out, k, C_in]`, computed as `impl` (default: `conv_impl()`) says."""
-    if _resolve(impl) == "native":
+    `w` `[C_out, k, C_in]`; "native" is MLX's kernel, any other `impl` one matmul and an
+    overlap-add."""
+    if _check(impl) == "native":
         return mx.conv_transpose1d(x, w, stride=stride)
     return _overlap_add_matmul(x, w, stride)
 
@@ -157,9 +131,9 @@ def _overlap_add_matmul(x: mx.array, w: mx.array, s: int) -> mx.array:
     return y.reshape(B, -1, c_out)[:, : (T - 1) * s + k]
 
 
-def apply_conv(conv: nn.Conv1d, x: mx.array) -> mx.array:
+def apply_conv(conv: nn.Conv1d, x: mx.array, impl: ConvImpl) -> mx.array:
     """`conv(x)` for an unpadded `nn.Conv1d`, through `conv1d`."""
-    y = conv1d(x, conv.weight, conv.stride, conv.dilation, conv.groups)
+    y = conv1d(x, conv.weight, conv.stride, conv.dilation, conv.groups, impl)
     return y + conv.bias if "bias" in conv else y
 
 
@@ -249,7 +223,10 @@ class CausalConv1d(nn.Module):
 
     Left pad `k_eff - stride`, right pad to make the output `ceil(L / stride)` long (dossier
     §2.6.1 item 7). Mimi's downsampling conv pads by replication (`pad_mode="edge"`, §2.6.2).
+    `impl` is how it computes (`conv1d`), set for the device by the compute policy (`use_impls`).
     """
+
+    impl: ConvImpl = "native"
 
     def __init__(
         self,
@@ -278,16 +255,18 @@ class CausalConv1d(nn.Module):
 
     def __call__(self, x: mx.array, state: ConvState | None = None) -> mx.array:
         if state is not None:
-            return _after_state(apply_conv(self.conv, state.update(x)), state)
+            return _after_state(apply_conv(self.conv, state.update(x), self.impl), state)
         extra = -x.shape[1] % self.stride
         if self.padding or extra:
             x = mx.pad(x, [(0, 0), (self.padding, extra), (0, 0)], mode=self.pad_mode)
-        return apply_conv(self.conv, x)
+        return apply_conv(self.conv, x, self.impl)
 
 
 class CausalConvTranspose1d(nn.Module):
     """`Qwen3TTSTokenizerV2CausalTransConvNet`: a plain transposed conv minus its last `k - stride`
     samples, so `L` inputs give exactly `L * stride` outputs (dossier §2.6.1 item 7)."""
+
+    impl: ConvImpl = "native"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int):
         super().__init__()
@@ -300,7 +279,7 @@ class CausalConvTranspose1d(nn.Module):
 
     def __call__(self, x: mx.array, state: TailState | None = None) -> mx.array:
         # The bias is added after the overlap-add, so a carried tail holds it only once.
-        y = conv_transpose1d(x, self.conv.weight, self.stride)
+        y = conv_transpose1d(x, self.conv.weight, self.stride, self.impl)
         if state is not None:
             return _after_state(state.overlap_add(y) + self.conv.bias, state)
         if self.trim:
@@ -345,7 +324,13 @@ def _snake_beta_cpu(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
 
 
 class SnakeBeta(nn.Module):
-    """`x + 1/(exp(beta) + 1e-9) * sin^2(exp(alpha) x)`, alpha and beta stored as logs (§2.6.1)."""
+    """`x + 1/(exp(beta) + 1e-9) * sin^2(exp(alpha) x)`, alpha and beta stored as logs (§2.6.1).
+
+    `impl`: "sin", fused with MLX's sin (a GPU's best), or "poly", multiplies and adds (the
+    CPU's: its sin is scalar); set for the device by the compute policy (`use_impls`).
+    """
+
+    impl: SnakeImpl = "sin"
 
     def __init__(self, channels: int):
         super().__init__()
@@ -353,9 +338,19 @@ class SnakeBeta(nn.Module):
         self.beta = mx.zeros((channels,))
 
     def __call__(self, x: mx.array) -> mx.array:
-        # Fused with Metal's sin on a GPU, multiplies and adds on the CPU (`_snake_beta_cpu`).
-        snake = _snake_beta_fused if _on_gpu() else _snake_beta_cpu
+        snake = _snake_beta_fused if self.impl == "sin" else _snake_beta_cpu
         return snake(x, self.alpha, self.beta)
+
+
+def use_impls(module: nn.Module, conv: ConvImpl, snake: SnakeImpl) -> None:
+    """How every convolution and SnakeBeta under `module` computes: the compute policy's choice,
+    held by each module (no process-wide switch: two models can compute differently)."""
+    _check(conv)
+    for _, m in module.named_modules():
+        if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
+            m.impl = conv
+        elif isinstance(m, SnakeBeta):
+            m.impl = snake
 
 
 class ELU(nn.Module):

@@ -10,6 +10,8 @@ import mlx.nn as nn
 
 from .layers import apply_conv
 
+POINTWISE = "matmul"  # a 1x1 convolution is one matrix product, on any device
+
 
 class EuclideanCodebook(nn.Module):
     def __init__(self, codebook_size: int, dim: int):
@@ -63,7 +65,7 @@ class DecoderRVQ(nn.Module):
         self.output_proj = nn.Conv1d(dim, output_dim, 1, bias=False)
 
     def decode(self, codes: mx.array) -> mx.array:
-        return apply_conv(self.output_proj, self.vq.decode(codes))
+        return apply_conv(self.output_proj, self.vq.decode(codes), POINTWISE)
 
 
 class SplitResidualVectorQuantizer(nn.Module):
@@ -91,7 +93,7 @@ class EncoderRVQ(nn.Module):
 
     def encode(self, x: mx.array) -> mx.array:
         """`[B, T, hidden]` -> codes `[B, T, n]`."""
-        residual = apply_conv(self.input_proj, x) if "input_proj" in self else x
+        residual = apply_conv(self.input_proj, x, POINTWISE) if "input_proj" in self else x
         codes = []
         for layer in self.layers:
             c = layer.codebook.encode(residual)

@@ -1,0 +1,117 @@
+"""How a loaded model computes: one `ComputePolicy` per model, chosen at load for its device.
+
+Every device-dependent choice lives here and nowhere else, held by the model it applies to (no
+process-wide switch, so a CPU model and a GPU model can live in one process):
+
+* the talker's activation dtype: on a GPU, as released (bf16, quantized matmuls as stored); on
+  the CPU never bf16 by default (MLX's CPU bf16 and quantized kernels are several times slower
+  than float32 through BLAS): float checkpoints compute in float32, quantized ones keep their
+  packed weights with float32 scales and activations;
+* half-precision and quantized Linears multiply in float32 on the CPU (`models/cpu_matmul.py`);
+* the codec's convolutions (MLX's kernels on a GPU, BLAS matmuls on the CPU) and SnakeBeta (the
+  GPU's fused sin, the CPU's polynomial);
+* on Metal, the wired-memory limit for the model's weights.
+
+A converted folder records only how its weights are stored; how they are computed is decided
+here, for the device at hand.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .blas import blas
+from .errors import ModelLoadError
+from .models.codec.layers import ConvImpl, SnakeImpl, use_impls
+from .models.cpu_matmul import use_float32_matmuls
+
+log = logging.getLogger("mlx_qwen3_tts")
+
+
+def parse_device(device: str | mx.Device | None) -> mx.Device:
+    """`"cpu"`, `"gpu"`, an `mx.Device` or None (MLX's default: the GPU on Apple silicon)."""
+    if device is None:
+        return mx.default_device()
+    if isinstance(device, str):
+        if device not in ("cpu", "gpu"):
+            raise ModelLoadError(f"`device` {device!r} is not 'cpu' or 'gpu'.", "device")
+        device = mx.gpu if device == "gpu" else mx.cpu
+    if isinstance(device, mx.DeviceType):
+        device = mx.Device(device)
+    if not mx.is_available(device):
+        raise ModelLoadError(
+            f"`device` {device} is not available in this MLX build (no Metal or CUDA backend); "
+            "use the CPU.", "device")
+    return device
+
+
+def _name(dtype: mx.Dtype | None) -> str:
+    return "as stored" if dtype is None else str(dtype).removeprefix("mlx.core.")
+
+
+@dataclass(frozen=True)
+class ComputePolicy:
+    """Device, dtype and kernel formulations of one model.
+
+    Attributes:
+        device: where its arrays are computed.
+        dtype: the talker's float tensors (None: as stored). The speaker encoder and the codec
+            always compute in float32.
+        float32_matmuls: half-precision and quantized Linears multiply in float32 (CPU).
+        conv: how the codec computes its convolutions (`models/codec/layers.conv1d`).
+        snake: how it computes SnakeBeta ("sin" or "poly").
+    """
+
+    device: mx.Device
+    dtype: mx.Dtype | None
+    float32_matmuls: bool
+    conv: ConvImpl
+    snake: SnakeImpl
+
+    @classmethod
+    def choose(cls, device: mx.Device, dtype: mx.Dtype | None = None) -> "ComputePolicy":
+        """The fast choice for `device`; `dtype` None means as released on a GPU, float32 on the CPU."""
+        if isinstance(device, mx.DeviceType):  # `mx.cpu` / `mx.gpu` name a kind of device
+            device = mx.Device(device)
+        gpu = device.type == mx.DeviceType.gpu
+        if dtype is None and not gpu:
+            dtype = mx.float32
+        return cls(device, dtype, float32_matmuls=not gpu, conv="native" if gpu else "matmul",
+                   snake="sin" if gpu else "poly")
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == mx.DeviceType.gpu
+
+    def apply_talker(self, model: nn.Module) -> None:
+        """Give a loaded talker (+ speaker encoder) this policy's Linear products."""
+        if self.float32_matmuls:
+            use_float32_matmuls(model)
+
+    def apply_codec(self, codec: nn.Module) -> None:
+        """Give a loaded speech tokenizer this policy's convolutions and SnakeBeta."""
+        use_impls(codec, self.conv, self.snake)
+
+    def wire(self, *models: nn.Module) -> None:
+        """On Metal, keep the weights wired (resident) while generating, as mlx-lm does."""
+        if not (self.on_gpu and mx.metal.is_available()):
+            return
+        size = sum(v.nbytes for m in models for _, v in tree_flatten(m.parameters()))
+        limit = mx.metal.device_info()["max_recommended_working_set_size"]
+        if size > 0.9 * limit:
+            log.warning("The model needs %.1f GB, close to this Mac's recommended working set of %.1f GB: "
+                        "generation may be slow; try a quantized or smaller checkpoint.", size / 1e9,
+                        limit / 1e9)
+        mx.set_wired_limit(limit)
+
+    def describe(self, stored: mx.Dtype) -> str:
+        """One line: device, the talker's dtypes, and the BLAS under float32 products."""
+        computed = self.dtype or stored
+        where = "GPU" if self.on_gpu else "CPU"
+        line = f"{where}, talker weights stored {_name(stored)}, computed in {_name(computed)}"
+        if not self.on_gpu:
+            line += f", BLAS: {blas()}"
+        return line

@@ -1,0 +1,86 @@
+"""The compute policy: fast defaults for the device, MKL under MLX on Linux, one line saying so."""
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_qwen3_tts as qt
+from mlx_qwen3_tts import blas
+
+REPO = Path(__file__).resolve().parents[1]
+LINUX_X86 = sys.platform.startswith("linux") and platform.machine() == "x86_64"
+
+
+def python(code: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **env,
+                   "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("switch,expected", [("1", "MKL (libmkl_rt.so"), ("0", "MLX's bundled BLAS")])
+def test_mkl_is_loaded_before_mlx_without_ld_preload(switch, expected):
+    """On Linux x86-64 `mkl` is a dependency; `import mlx_qwen3_tts` puts it under MLX."""
+    if not LINUX_X86:
+        assert blas.load_mkl() in ("Accelerate", "MLX's bundled BLAS")
+        return
+    probe = python("import mlx_qwen3_tts, mlx_qwen3_tts.blas as b, sys; print(b.blas()); "
+                   "print(any('libmkl_rt' in line for line in open('/proc/self/maps')))",
+                   MLX_QWEN3_TTS_MKL=switch)
+    assert probe.returncode == 0, probe.stderr
+    label, mapped = probe.stdout.split("\n")[:2]
+    assert label.startswith(expected) and mapped == str(switch == "1")
+
+
+def test_importing_mlx_first_warns_once_and_carries_on():
+    probe = python("import warnings; warnings.simplefilter('always'); import mlx.core; "
+                   "import mlx_qwen3_tts, mlx_qwen3_tts.blas as b; b.load_mkl(); print(b.blas())")
+    assert probe.returncode == 0, probe.stderr
+    if LINUX_X86:
+        assert probe.stderr.count("import mlx_qwen3_tts first") == 1
+        assert "imported before mlx_qwen3_tts" in probe.stdout
+    else:  # nothing to load elsewhere, so nothing to warn about
+        assert "import mlx_qwen3_tts first" not in probe.stderr
+
+
+def test_cpu_default_is_float32_and_the_load_line_says_so(checkpoint, caplog):
+    with caplog.at_level(logging.INFO, logger="mlx_qwen3_tts"):
+        tts = qt.load(checkpoint("tiny-0.6b", "custom_voice"), device="cpu")
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Loaded "))
+    assert "CPU, talker weights stored bfloat16, computed in float32, BLAS: " in line
+    assert blas.blas() in line
+    assert tts.model.talker.model.layers[0].mlp.up_proj.weight.dtype == mx.float32
+    half = qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="bfloat16")
+    assert half.model.talker.model.norm.weight.dtype == mx.bfloat16
+
+
+def test_a_gpu_policy_keeps_the_released_dtype():
+    policy = qt.ComputePolicy.choose(mx.gpu)
+    assert policy.dtype is None and not policy.float32_matmuls
+    assert "GPU, talker weights stored bfloat16, computed in bfloat16" == policy.describe(mx.bfloat16)
+
+
+def test_an_old_folder_recording_an_activation_dtype_loads_as_any_other(checkpoint, tmp_path):
+    """Earlier converted folders wrote `activation_dtype`; it is ignored, the device decides."""
+    from mlx_qwen3_tts.convert import convert
+
+    out = convert(str(checkpoint("tiny-q", "custom_voice")), tmp_path / "q8", quantize=True)
+    config = json.loads((out / "config.json").read_text())
+    old = shutil.copytree(out, tmp_path / "old")
+    config["quantization"]["activation_dtype"] = "bfloat16"
+    (old / "config.json").write_text(json.dumps(config))
+    new_tts, old_tts = qt.load(out, device="cpu"), qt.load(old, device="cpu")
+    layer = "talker.model.layers.0.self_attn.q_proj"
+    assert dict(old_tts.model.named_modules())[layer].scales.dtype == mx.float32
+    a = new_tts.generate("hello there.", speaker="ryan", seed=0, max_frames=3)
+    b = old_tts.generate("hello there.", speaker="ryan", seed=0, max_frames=3)
+    np.testing.assert_array_equal(a.codes, b.codes)
