@@ -22,14 +22,13 @@ from contextlib import contextmanager
 
 import mlx.core as mx
 import numpy as np
+import openai
 import pytest
 import soundfile as sf
+import uvicorn
 
 import mlx_qwen3_tts as qt
-
-openai = pytest.importorskip("openai")
-uvicorn = pytest.importorskip("uvicorn")
-server = pytest.importorskip("mlx_qwen3_tts.server")
+from mlx_qwen3_tts import server
 
 TEXT = "hello world, this is a test."
 FRAMES = 4  # the server's max_frames: random weights rarely stop by themselves
