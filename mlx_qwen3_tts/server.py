@@ -23,6 +23,7 @@ import asyncio
 import base64
 import hmac
 import io
+import ipaddress
 import json
 import logging
 import re
@@ -31,7 +32,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,10 +58,13 @@ from .loading import DTYPES, load
 try:
     import uvicorn
     from starlette.applications import Starlette
+    from starlette.datastructures import Headers
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
+    from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as e:  # the optional `server` extra is not installed
     raise ImportError(
         "The speech server needs the server extra: pip install 'mlx-qwen3-tts[server]'"
@@ -82,6 +86,7 @@ BODY_OVERHEAD = 65536
 MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
 FORMATS = ("mp3", "wav", "flac", "pcm")
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
+LOOPBACK_NAMES = ("localhost",)  # besides loopback IP literals (127.0.0.0/8, [::1])
 
 
 # ----------------------------------------------------------------------------- errors
@@ -341,6 +346,20 @@ async def _read_json(request: Request, limit: int) -> Any:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, f"The request body is larger than {limit} bytes.", None, "request_too_large")
+
+
+def _check_json_content_type(request: Request) -> None:
+    """415 unless the body is declared `application/json` (UTF-8, JSON's only charset).
+
+    A web page may POST `text/plain` or form bodies to any address without a CORS preflight;
+    `application/json` needs one, which this server never grants, so no page can drive it.
+    """
+    given = request.headers.get("content-type", "")
+    media, _, params = given.partition(";")
+    charset = params.replace(" ", "").replace('"', "").lower()
+    if media.strip().lower() != "application/json" or charset not in ("", "charset=utf-8"):
+        raise ApiError(415, f"The request body must be JSON sent as 'Content-Type: application/json', "
+                       f"got {given[:80]!r}.", None, "unsupported_media_type")
 
 
 # ----------------------------------------------------------------------------- voices
@@ -619,6 +638,7 @@ class _Server:
 
     async def speech(self, request: Request) -> Response:
         self._authorize(request)
+        _check_json_content_type(request)
         body = await _read_json(request, JSON_BYTES_PER_CHAR * self.config.max_input_chars + BODY_OVERHEAD)
         req = parse_speech(body, self.config.max_input_chars)
         self._check_model(req.model)
@@ -683,6 +703,67 @@ async def _server_error(request: Request, exc: Exception) -> Response:
                     "server_error").response()
 
 
+def _is_loopback(name: str) -> bool:
+    """Whether a host name or IP literal (IPv6 with or without brackets) means this machine only."""
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_header_name(value: str) -> str | None:
+    """The host of a `Host` header, lowercased, without its port; None if it is malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):  # an IPv6 literal: "[::1]:8000"
+        name, bracket, port = value[1:].partition("]")
+        name, port = f"[{name}]", port.removeprefix(":") if bracket else None
+    else:
+        name, _, port = value.partition(":")
+    if not name or port is None or (port and not port.isdigit()):
+        return None
+    return name
+
+
+class _HostCheck:
+    """Answers only requests whose `Host` names a loopback host or one of `allowed` (421 else).
+
+    Against DNS rebinding: a page on evil.example whose name is made to resolve to 127.0.0.1 is
+    same-origin with this server for the browser, but its requests still say `Host: evil.example`.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]):
+        self.app = app
+        self.allowed = frozenset(name.lower() for name in allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host", "")
+            name = _host_header_name(host)
+            if name is None or not (_is_loopback(name) or name in self.allowed):
+                await _host_refused(host, name is None).response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_refused(host: str, malformed: bool) -> ApiError:
+    what = "a missing or malformed Host header" if malformed else f"Host {host[:80]!r}"
+    return ApiError(400 if malformed else 421, f"This server does not answer {what}: it answers "
+                    "localhost, 127.0.0.1 and [::1] (with any port) and the names given with "
+                    "--allowed-host.", None, "host_not_allowed")
+
+
+def host_allow_list(host: str, allowed_hosts: Iterable[str]) -> list[str] | None:
+    """`build_app`'s `allowed_hosts` for a server listening on `host` with `--allowed-host` names.
+
+    Listening on loopback, or with names given, Host is checked (loopback names and the given
+    ones); listening on another address without names, any Host is answered (use `--api-key`).
+    """
+    names = list(allowed_hosts)
+    return names if names or _is_loopback(host.lower()) else None
+
+
 def build_app(
     tts: Qwen3TTS,
     *,
@@ -695,6 +776,7 @@ def build_app(
     chunk_frames: int = 12,
     first_chunk_frames: int = 2,
     api_key: str | None = None,
+    allowed_hosts: Iterable[str] | None = (),
 ) -> Starlette:
     """The OpenAI-compatible ASGI app over a loaded model (serve it with uvicorn).
 
@@ -709,6 +791,9 @@ def build_app(
         max_frames: most frames per text piece (12.5 per second). Default: the checkpoint's.
         chunk_frames, first_chunk_frames: the streaming chunk sizes of `stream_generate`.
         api_key: when set, every /v1 request needs `Authorization: Bearer <api_key>`.
+        allowed_hosts: the `Host` names answered besides localhost, 127.0.0.1 and [::1] (any
+            port); others get 421. None answers any Host: only for a server listening on a
+            non-loopback address (see `host_allow_list`), where DNS rebinding cannot reach it.
 
     Raises:
         UnknownSpeakerError / AudioError: `default_voice` is not a voice of this model.
@@ -732,7 +817,8 @@ def build_app(
         Route("/health", server.health, methods=["GET"]),
     ]
     handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _server_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    middleware = [] if allowed_hosts is None else [Middleware(_HostCheck, allowed=allowed_hosts)]
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan, middleware=middleware)
     app.state.server = server
     return app
 
@@ -769,6 +855,9 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     add("--first-chunk-frames", type=int, default=2, help="Frames in the first chunk. Default: 2")
     add("--api-key", type=str, default=None,
         help="Require 'Authorization: Bearer KEY' on /v1 requests. Default: none (any client).")
+    add("--allowed-host", type=str, action="append", default=[], metavar="NAME",
+        help="A Host name to answer besides localhost, 127.0.0.1 and [::1] (repeatable). Listening on "
+        "loopback, or when given, other Host names get 421 (against DNS rebinding). Default: none.")
     add("--log-level", type=str, default="info", choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn log level. Default: info")
     return parser
@@ -782,11 +871,12 @@ def _serve(args: argparse.Namespace) -> None:
         default_voice=args.default_voice, voices_folder=args.voices_dir,
         max_input_chars=args.max_input_chars, max_queue=args.max_queue, max_frames=args.max_frames,
         chunk_frames=args.chunk_frames, first_chunk_frames=args.first_chunk_frames, api_key=args.api_key,
+        allowed_hosts=host_allow_list(args.host, args.allowed_host),
     )
     name = app.state.server.config.model_name
     print(f"[INFO] Serving {name} ({tts.model_type}) at http://{args.host}:{args.port}/v1",
           file=sys.stderr, flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and args.api_key is None:
+    if not _is_loopback(args.host) and args.api_key is None:
         print(f"[WARNING] Listening on {args.host} without --api-key: anyone who can reach it can use it.",
               file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -78,6 +78,19 @@ def http(url: str, method: str = "GET", data: bytes | None = None, headers: dict
         return e.code, json.loads(e.read())
 
 
+def raw(url: str, request: bytes, timeout: float = 10) -> tuple[int, dict]:
+    """`(status, parsed JSON body)` of a request written byte for byte (no Host added, any header)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
 def assert_pcm_close(data: bytes, audio: np.ndarray) -> None:
     """16-bit PCM equals `audio` to a quantization step (streamed decoding may differ by ~1e-5)."""
     got = np.frombuffer(data, "<i2").astype(np.float32) / 32767
@@ -211,6 +224,69 @@ def test_raw_http_errors(url):
     for (status, body), want_status, want_code in cases:
         assert status == want_status and body["error"]["code"] == want_code, body
         assert set(body["error"]) == {"message", "type", "param", "code"}
+
+
+def test_post_needs_a_json_content_type(url):
+    """Cross-site pages may POST text/plain (or form) bodies without a CORS preflight; JSON only."""
+    speech, body = url + "/v1/audio/speech", json.dumps({"input": "?!", "voice": "alloy"}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                         "application/jsonx", "application/json; charset=latin-1", "text/json"):
+        status, answer = http(speech, "POST", body, {"Content-Type": content_type})
+        assert status == 415, (content_type, answer)
+        assert answer["error"]["code"] == "unsupported_media_type" and set(answer["error"]) == {
+            "message", "type", "param", "code"}
+        assert "application/json" in answer["error"]["message"]
+    port = url.rsplit(":", 1)[1]
+    status, answer = raw(url, (f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
+    assert status == 415, answer  # no Content-Type at all
+    for content_type in ("application/json", "Application/JSON", "application/json; charset=utf-8",
+                         "application/json;charset=UTF-8"):
+        status, answer = http(speech, "POST", body, {"Content-Type": content_type})
+        assert (status, answer["error"]["code"]) == (400, "empty_text"), (content_type, answer)
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("127.0.0.1", True), ("127.0.0.1:{port}", True), ("localhost:{port}", True), ("LocalHost", True),
+    ("[::1]:{port}", True), ("[::1]", True), ("127.1.2.3:80", True),
+    ("evil.example", False), ("evil.example:{port}", False), ("localhost.evil.example", False),
+    ("127.0.0.1.nip.io:{port}", False), ("0.0.0.0:{port}", False), ("", False), ("[::1", False),
+    ("tts.lan:{port}", False),
+])
+def test_loopback_server_answers_loopback_hosts_only(url, host, ok):
+    """DNS rebinding: a page whose name now points at 127.0.0.1 still sends its own name as Host."""
+    port = url.rsplit(":", 1)[1]
+    # HTTP/1.1 requires a Host (uvicorn refuses a request without one); HTTP/1.0 does not.
+    head = f"HTTP/1.1\r\nHost: {host.format(port=port)}" if host else "HTTP/1.0"
+    for path in ("/health", "/v1/voices", "/v1/nothing"):
+        status, body = raw(url, f"GET {path} {head}\r\nConnection: close\r\n\r\n".encode())
+        if ok:
+            assert status == (404 if path == "/v1/nothing" else 200), (host, status, body)
+        else:
+            assert status in (400, 421), (host, status, body)
+            assert body["error"]["code"] == "host_not_allowed", body
+            assert "--allowed-host" in body["error"]["message"]
+
+
+def test_allowed_host_names_and_no_cors_headers(cv):
+    app = server.build_app(cv, max_frames=2, allowed_hosts=["tts.lan"])
+    with running(app) as base:
+        port = base.rsplit(":", 1)[1]
+        for host, want in (("tts.lan", 200), (f"TTS.lan:{port}", 200), (f"localhost:{port}", 200),
+                           ("other.lan", 421)):
+            assert http(base + "/health", headers={"Host": host})[0] == want, host
+        preflight = urllib.request.Request(base + "/v1/audio/speech", method="OPTIONS", headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(preflight, timeout=10)
+        assert info.value.code == 405
+        assert not any(k.lower().startswith("access-control-") for k in info.value.headers)
+    # Not bound to loopback and no --allowed-host: any Host (protect it with --api-key instead).
+    assert server.host_allow_list("0.0.0.0", []) is None
+    assert server.host_allow_list("0.0.0.0", ["tts.lan"]) == ["tts.lan"]
+    for loopback in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert server.host_allow_list(loopback, []) == []
 
 
 def test_mp3_refused_clearly_without_libsndfile_support(client, monkeypatch):
