@@ -83,6 +83,8 @@ MAX_QUEUE = 32
 # the BMP escaped as two \uXXXX units), plus room for the other fields (`instructions`, ...).
 JSON_BYTES_PER_CHAR = 12
 BODY_OVERHEAD = 65536
+BODY_TIMEOUT = 10.0  # seconds to receive a whole request body (a slow client holds a connection)
+RETRY_AFTER = 1  # seconds a client told 429 waits before trying again (the openai client honours it)
 MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
 FORMATS = ("mp3", "wav", "flac", "pcm")
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
@@ -96,16 +98,16 @@ class ApiError(Exception):
     """An error answered as OpenAI's JSON error object with an HTTP status."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 error_type: str = "invalid_request_error"):
+                 error_type: str = "invalid_request_error", headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
-        self.error_type = error_type
+        self.error_type, self.headers = error_type, headers
 
     def body(self) -> dict[str, Any]:
         return {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.body()}, status_code=self.status)
+        return JSONResponse({"error": self.body()}, status_code=self.status, headers=self.headers)
 
 
 # The request field that carries each library argument (the library names its arguments in
@@ -270,12 +272,23 @@ class SpeechRequest:
     seed: int | None = None
 
 
+JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for a message: scalars as JSON (cut short), arrays and objects by their type only
+    (writing a deeply nested one back out would recurse as deep as it goes)."""
+    if isinstance(value, (list, dict)):
+        return f"an {JSON_TYPES[type(value)]}"
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def _field(body: dict, name: str, kind: type | tuple, default: Any = None) -> Any:
     value = body.get(name, default)
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ApiError(400, f"'{name}' must be a {names}, got {json.dumps(value)[:60]}.", name,
-                       "invalid_type")
+        names = " or ".join(JSON_TYPES[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ApiError(400, f"'{name}' must be a {names}, got {_shown(value)}.", name, "invalid_type")
     return value
 
 
@@ -328,24 +341,43 @@ def parse_speech(body: Any, max_input_chars: int) -> SpeechRequest:
     )
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The JSON body, read up to `limit` bytes (413 beyond, before parsing anything)."""
+async def _read_json(request: Request, limit: int, timeout: float) -> Any:
+    """The JSON body, read up to `limit` bytes (413 beyond, before parsing anything) within
+    `timeout` seconds (408 after: a client that never finishes its body must not hold a connection)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    try:
+        data = await asyncio.wait_for(_read_body(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {timeout:g} s.", None,
+                       "request_timeout", headers=CLOSE) from None
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"The request body is not valid JSON: {e}.", None, "invalid_json") from e
+    except RecursionError:  # json's parser recurses once per level of nesting
+        raise ApiError(400, "The request body is not valid JSON: it is nested too deeply.", None,
+                       "invalid_json") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     data = bytearray()
     async for part in request.stream():
         data.extend(part)
         if len(data) > limit:
             raise _too_large(limit)
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"The request body is not valid JSON: {e}.", None, "invalid_json") from e
+    return bytes(data)
+
+
+# Sent with errors answered before the body was read to its end: the rest of it would otherwise be
+# read as the next request on the connection.
+CLOSE = {"connection": "close"}
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"The request body is larger than {limit} bytes.", None, "request_too_large")
+    return ApiError(413, f"The request body is larger than {limit} bytes.", None, "request_too_large",
+                    headers=CLOSE)
 
 
 def _check_json_content_type(request: Request) -> None:
@@ -597,6 +629,7 @@ class ServerConfig:
     chunk_frames: int = 12
     first_chunk_frames: int = 2
     api_key: str | None = None
+    body_timeout: float = BODY_TIMEOUT
 
 
 class _Server:
@@ -639,14 +672,15 @@ class _Server:
     async def speech(self, request: Request) -> Response:
         self._authorize(request)
         _check_json_content_type(request)
-        body = await _read_json(request, JSON_BYTES_PER_CHAR * self.config.max_input_chars + BODY_OVERHEAD)
+        body = await _read_json(request, JSON_BYTES_PER_CHAR * self.config.max_input_chars + BODY_OVERHEAD,
+                                self.config.body_timeout)
         req = parse_speech(body, self.config.max_input_chars)
         self._check_model(req.model)
         job = self._job(req)
         if self.synth.full():
             raise ApiError(429, f"The server is busy: {self.synth.pending} requests are queued "
                            f"(at most {self.config.max_queue} wait). Retry later.", None,
-                           "queue_full", "rate_limit_error")
+                           "queue_full", "rate_limit_error", {"retry-after": str(RETRY_AFTER)})
         queue, future = self.synth.submit(job)
         first = await queue.get()  # wait for audio before the status line, so errors can be 400s
         if isinstance(first, _Failed):
@@ -777,6 +811,7 @@ def build_app(
     first_chunk_frames: int = 2,
     api_key: str | None = None,
     allowed_hosts: Iterable[str] | None = (),
+    body_timeout: float = BODY_TIMEOUT,
 ) -> Starlette:
     """The OpenAI-compatible ASGI app over a loaded model (serve it with uvicorn).
 
@@ -794,14 +829,15 @@ def build_app(
         allowed_hosts: the `Host` names answered besides localhost, 127.0.0.1 and [::1] (any
             port); others get 421. None answers any Host: only for a server listening on a
             non-loopback address (see `host_allow_list`), where DNS rebinding cannot reach it.
+        body_timeout: seconds a client has to send a request body; slower ones get 408. Default: 10.
 
     Raises:
         UnknownSpeakerError / AudioError: `default_voice` is not a voice of this model.
     """
-    if max_queue < 0 or max_input_chars < 1:
-        raise ValueError("max_queue must be >= 0 and max_input_chars >= 1.")
+    if max_queue < 0 or max_input_chars < 1 or not body_timeout > 0:
+        raise ValueError("max_queue must be >= 0, max_input_chars >= 1 and body_timeout > 0.")
     config = ServerConfig(model_name or Path(tts.path).name, max_input_chars, max_queue, max_frames,
-                          chunk_frames, first_chunk_frames, api_key)
+                          chunk_frames, first_chunk_frames, api_key, body_timeout)
     server = _Server(tts, config, Voices(tts, default_voice, voices_folder))
 
     @asynccontextmanager

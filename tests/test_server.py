@@ -289,6 +289,45 @@ def test_allowed_host_names_and_no_cors_headers(cv):
         assert server.host_allow_list(loopback, []) == []
 
 
+@pytest.mark.parametrize("body", [
+    b"[" * 5000 + b"]" * 5000,
+    b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b', "voice": "alloy"}',
+    b'{"input": "hi", "voice": ' + b'{"id": ' * 5000 + b'"alloy"' + b"}" * 5001,
+])
+def test_deeply_nested_json_is_a_400(url, body):
+    status, answer = http(url + "/v1/audio/speech", "POST", body, {"Content-Type": "application/json"})
+    assert (status, answer["error"]["code"], answer["error"]["type"]) == (400, "invalid_json",
+                                                                          "invalid_request_error"), answer
+
+
+def test_nested_field_values_are_described_not_dumped(url):
+    body = b'{"input": ' + b"[" * 900 + b"]" * 900 + b', "voice": "alloy"}'  # parses; the wrong type
+    status, answer = http(url + "/v1/audio/speech", "POST", body, {"Content-Type": "application/json"})
+    assert (status, answer["error"]["code"], answer["error"]["param"]) == (400, "invalid_type", "input")
+    assert "[[[" not in answer["error"]["message"] and "string" in answer["error"]["message"], answer
+
+
+def test_a_body_that_never_ends_times_out(cv):
+    app = server.build_app(cv, max_frames=2, body_timeout=0.5)
+    with running(app) as base:
+        port = base.rsplit(":", 1)[1]
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as sock:
+            start = time.monotonic()
+            sock.sendall(f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
+                         "application/json\r\nContent-Length: 100\r\n\r\n{\"input\": ".encode())
+            data = b""
+            while chunk := sock.recv(65536):  # the server answers, then closes the connection
+                data += chunk
+            elapsed = time.monotonic() - start
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"408" and b"connection: close" in head.lower(), head
+        assert json.loads(body)["error"]["code"] == "request_timeout"
+        assert 0.4 < elapsed < 5
+        assert http(base + "/health")[0] == 200
+    with pytest.raises(ValueError, match="body_timeout"):
+        server.build_app(cv, body_timeout=0)
+
+
 def test_mp3_refused_clearly_without_libsndfile_support(client, monkeypatch):
     monkeypatch.setattr(server, "mp3_supported", lambda: False)
     with pytest.raises(openai.BadRequestError, match="cannot write MP3"):
@@ -369,6 +408,7 @@ def test_full_queue_answers_429(cv):
             gate.set()
             assert all(len(w.result(timeout=60)) > 0 for w in waiting)
     assert info.value.code == "queue_full" and info.value.status_code == 429
+    assert int(info.value.response.headers["retry-after"]) >= 1
 
 
 def test_client_disconnect_stops_synthesis(cv):
