@@ -578,6 +578,37 @@ class Synthesizer:
         job.post(_Done(len(self.tts.text_tokenizer.encode(job.text)), frames))
 
 
+async def _first_item(request: Request, queue: asyncio.Queue, job: _Job) -> object | None:
+    """The job's first item with audio (or its failure or end), or None if the client left first.
+
+    Until then no status line is sent, so a library error is still a 400; empty chunks (an MP3
+    encoder warming up, FLAC until the end) are skipped for that. A client that leaves cancels the
+    job: a queued one is dropped before it starts, as nothing would read its audio.
+    """
+    left = asyncio.ensure_future(_disconnected(request.receive))
+    get: asyncio.Future | None = None
+    try:
+        while True:
+            get = asyncio.ensure_future(queue.get())
+            await asyncio.wait({get, left}, return_when=asyncio.FIRST_COMPLETED)
+            if not get.done():
+                job.cancelled.set()
+                return None
+            item = get.result()
+            if not (isinstance(item, bytes) and not item):
+                return item
+    finally:
+        left.cancel()
+        if get is not None:
+            get.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    # The body has been read: the next message is http.disconnect, when the client goes away.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _items(first: object, queue: asyncio.Queue, job: _Job, future: asyncio.Future):
     """A job's items from `first` to its end; re-raises a worker bug; cancels the job if left early."""
     try:
@@ -682,7 +713,9 @@ class _Server:
                            f"(at most {self.config.max_queue} wait). Retry later.", None,
                            "queue_full", "rate_limit_error", {"retry-after": str(RETRY_AFTER)})
         queue, future = self.synth.submit(job)
-        first = await queue.get()  # wait for audio before the status line, so errors can be 400s
+        first = await _first_item(request, queue, job)
+        if first is None:  # nobody to answer
+            return Response(status_code=499)  # nginx's "client closed request"; no one receives it
         if isinstance(first, _Failed):
             raise _library_error(first.error)
         if first is _END:

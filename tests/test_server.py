@@ -428,6 +428,35 @@ def test_client_disconnect_stops_synthesis(cv):
         assert time.monotonic() - start < 15
 
 
+def test_a_client_that_left_while_queued_is_not_synthesized(cv, monkeypatch):
+    spoken = []
+    real = cv.stream_generate
+    monkeypatch.setattr(cv, "stream_generate", lambda text, **kw: spoken.append(text) or real(text, **kw))
+    app = server.build_app(cv, max_frames=2)
+    synth = app.state.server.synth
+    gate = threading.Event()
+    with running(app) as base:
+        port = int(base.rsplit(":", 1)[1])
+        synth.executor.submit(gate.wait, 30)  # hold the worker so the request waits in the queue
+        body = json.dumps({"input": "left early", "voice": "alloy", "response_format": "pcm"}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
+                         f"application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            deadline = time.monotonic() + 10
+            while synth.pending < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert synth.pending == 1
+        deadline = time.monotonic() + 5  # the server notices the closed connection
+        while not any(job.cancelled.is_set() for job in synth.jobs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        gate.set()
+        assert speak(make_client(base), input="stayed")
+        deadline = time.monotonic() + 10
+        while synth.pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert spoken == ["stayed"]
+
+
 def test_api_key(cv):
     app = server.build_app(cv, max_frames=2, api_key="sekret")
     with running(app) as base:
