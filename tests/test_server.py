@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.client import HTTPConnection, HTTPResponse, IncompleteRead
 
 import mlx.core as mx
 import numpy as np
@@ -333,6 +334,70 @@ def test_mp3_refused_clearly_without_libsndfile_support(client, monkeypatch):
     with pytest.raises(openai.BadRequestError, match="cannot write MP3"):
         speak(client, response_format="mp3")
     assert speak(client, response_format="wav")
+
+
+def fail_after_first_chunk(tts, error: Exception):
+    """A `stream_generate` that yields the real first chunk, then raises `error`."""
+    real = tts.stream_generate
+
+    def stream_generate(text, **kwargs):
+        stream = real(text, **kwargs)
+        try:
+            yield next(stream)
+            raise error
+        finally:
+            stream.close()
+
+    return stream_generate
+
+
+def post_speech(url: str, **fields) -> tuple[int, HTTPResponse]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = HTTPConnection(host, int(port), timeout=30)
+    body = {"input": TEXT, "voice": "alloy", **fields}
+    conn.request("POST", "/v1/audio/speech", json.dumps(body), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, response
+
+
+LATE = "the voice broke; check `instruct`"
+LATE_SHOWN = "the voice broke; check 'instructions'"  # in request field names
+
+
+@pytest.mark.parametrize("error", [qt.SynthesisError(LATE, "instruct"), ZeroDivisionError("a bug")])
+@pytest.mark.parametrize("fmt", ["pcm", "wav", "mp3"])
+def test_an_error_after_the_status_line_cuts_the_stream(url, cv, monkeypatch, fmt, error):
+    """Not a short file that looks complete: the stream ends without its last chunk, an error."""
+    if fmt == "mp3" and not server.mp3_supported():
+        pytest.skip("this libsndfile cannot write MP3")
+    monkeypatch.setattr(cv, "stream_generate", fail_after_first_chunk(cv, error))
+    status, response = post_speech(url, response_format=fmt)
+    assert status == 200
+    with pytest.raises(IncompleteRead):
+        response.read()
+    monkeypatch.undo()
+    assert speak(make_client(url))  # the worker survived
+
+
+def test_an_error_before_flac_is_sent_is_a_400(url, cv, monkeypatch):
+    """FLAC is sent whole at the end, so an error on the way still gets its status code."""
+    late = fail_after_first_chunk(cv, qt.SynthesisError(LATE, "instruct"))
+    monkeypatch.setattr(cv, "stream_generate", late)
+    status, response = post_speech(url, response_format="flac")
+    error = json.loads(response.read())["error"]
+    assert (status, error["param"], error["code"]) == (400, "instructions", "synthesis")
+    assert error["message"] == LATE_SHOWN
+
+
+def test_an_error_after_the_status_line_is_an_sse_error_event(url, cv, monkeypatch):
+    late = fail_after_first_chunk(cv, qt.SynthesisError(LATE, "instruct"))
+    monkeypatch.setattr(cv, "stream_generate", late)
+    status, response = post_speech(url, response_format="pcm", stream_format="sse")
+    lines = response.read().decode().splitlines()
+    events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
+    assert status == 200 and [e["type"] for e in events] == ["speech.audio.delta", "error"]
+    assert events[-1]["error"]["message"] == LATE_SHOWN
+    assert events[-1]["error"]["param"] == "instructions"
 
 
 def test_a_bug_is_a_500_json_error(client, cv, monkeypatch):
