@@ -121,10 +121,37 @@ def _field_name(name: str) -> str:
     return f"'{REQUEST_FIELDS[name]}'" if name in REQUEST_FIELDS else name
 
 
+# An absolute (or home-relative) path, quoted as repr() writes one (spaces and all), or bare.
+_QUOTED_PATH = re.compile(r"'~?/[^'\n]*'" + r'|"~?/[^"\n]*"')
+_BARE_PATH = re.compile(r"""(?<![\w.:/~-])~?/[^\s'"`,;()\[\]{}<>]*""")
+
+
+def _last_part(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] or path
+
+
+def scrub_paths(message: str) -> str:
+    """`message` with each absolute path cut to its last part, for a client's eyes.
+
+    Library messages name the files they read (a saved voice, the checkpoint); where they lie on
+    this machine (a user name under /home, a private folder) is no business of a client's.
+    """
+    home = str(Path.home())
+    if home != "/":  # a home with spaces in it, unquoted
+        message = message.replace(home + "/", "~/")
+    message = _QUOTED_PATH.sub(lambda m: m[0][0] + _last_part(m[0][1:-1]) + m[0][0], message)
+    return _BARE_PATH.sub(lambda m: _last_part(m[0]), message)
+
+
+def _client_message(e: Qwen3TTSError) -> str:
+    """A library error's message in request field names, without local paths."""
+    return scrub_paths(e.render(_field_name))
+
+
 def _library_error(e: Qwen3TTSError) -> ApiError:
     """A 400 for an argument the checkpoint cannot use, coded after the error class."""
     code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(e).__name__).lower().removesuffix("_error")
-    return ApiError(400, e.render(_field_name), REQUEST_FIELDS.get(e.param or ""), code)
+    return ApiError(400, _client_message(e), REQUEST_FIELDS.get(e.param or ""), code)
 
 
 # ----------------------------------------------------------------------------- audio encoding
@@ -455,7 +482,7 @@ class Voices:
         try:
             check_voice_name(name)  # a name only: no client can make the server open a file
         except AudioError as e:
-            raise ApiError(400, e.render(_field_name), "voice", "invalid_value") from e
+            raise ApiError(400, _client_message(e), "voice", "invalid_value") from e
         saved = self.saved()
         if name in saved:
             return name
@@ -464,7 +491,8 @@ class Voices:
             return folded[0]
         if alias and self.default is not None:
             return self.default
-        raise self._unknown(name, saved, hint=f" Save voices with VoicePrompt.save_as into {self.folder}.")
+        raise self._unknown(name, saved, hint=" Save voices with VoicePrompt.save_as into the server's "
+                            "voices folder (--voices-dir).")
 
     def _unknown(self, name: str, known: list[str], hint: str = "") -> ApiError:
         listed = ", ".join(known) or "none"
@@ -766,7 +794,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     # Only reached by bugs: every expected failure is an ApiError or a library error turned 400.
-    return ApiError(500, f"Internal server error: {type(exc).__name__}: {exc}", None, None,
+    return ApiError(500, scrub_paths(f"Internal server error: {type(exc).__name__}: {exc}"), None, None,
                     "server_error").response()
 
 

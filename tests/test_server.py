@@ -20,6 +20,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.client import HTTPConnection, HTTPResponse, IncompleteRead
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -554,6 +555,40 @@ def test_base_model_speaks_saved_voices(checkpoint, tmp_path):
         voices.resolve("alloy")
     with pytest.raises(qt.AudioError):
         server.Voices(base, default="carol", folder=tmp_path)
+
+
+def test_error_messages_name_no_local_paths(checkpoint, tmp_path, monkeypatch):
+    base = qt.load(checkpoint("tiny-1.7b", "base"), dtype="float32")
+    folder = tmp_path / "private voices"  # a space: paths are not cut at the first one
+    hidden = base.config.talker_config.hidden_size
+    qt.VoicePrompt(np.ones(hidden, np.float32)).save_as("alice", folder)
+    (folder / "broken.safetensors").write_bytes(b"not a voice file")
+    app = server.build_app(base, max_frames=2, voices_folder=folder)
+    leaks = (str(tmp_path), str(base.path), "/tmp/", "/home/", "private voices")
+
+    def message_of(**kw) -> str:
+        with pytest.raises(openai.APIStatusError) as info:
+            speak(client, **kw)
+        return info.value.message
+
+    with running(app) as url:
+        client = make_client(url)
+        unknown = message_of(voice="bob")  # the folder was named as where to save voices
+        assert "Voices: alice, broken" in unknown
+        broken = message_of(voice="broken")  # the library's message names the file it read
+        assert "broken.safetensors" in broken and "not a readable voice prompt file" in broken
+
+        def bug(text, **kwargs):
+            raise FileNotFoundError(2, "No such file or directory", str(base.path / "x" / "y.bin"))
+
+        monkeypatch.setattr(base, "stream_generate", bug)
+        bugged = message_of(voice="alice")
+        assert "y.bin" in bugged and "FileNotFoundError" in bugged
+        for message in (unknown, broken, bugged):
+            assert not any(leak in message for leak in leaks), message
+    assert server.scrub_paths(f"in {Path.home()}/ab/x.txt, 'C:/y', ~/z, a/b") == "in x.txt, 'C:/y', z, a/b"
+    assert server.scrub_paths("file '/a b/c.wav' (\"/it's/d\"), Qwen3TTS(path=/etc/e/).") == (
+        "file 'c.wav' (\"d\"), Qwen3TTS(path=e).")
 
 
 def test_voice_design_takes_instructions(checkpoint):
