@@ -28,6 +28,8 @@ import json
 import logging
 import re
 import secrets
+import signal
+import socket
 import struct
 import sys
 import threading
@@ -87,6 +89,8 @@ BODY_TIMEOUT = 10.0  # seconds to receive a whole request body (a slow client ho
 RETRY_AFTER = 1  # seconds a client told 429 waits before trying again (the openai client honours it)
 MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
 FORMATS = ("mp3", "wav", "flac", "pcm")
+SHUTDOWN_GRACE = 5  # seconds streams in progress get to finish at shutdown; then they are cut
+BACKLOG = 2048  # uvicorn's
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
 LOOPBACK_NAMES = ("localhost",)  # besides loopback IP literals (127.0.0.0/8, [::1])
 
@@ -923,17 +927,29 @@ def build_app(
 # ----------------------------------------------------------------------------- command line
 
 
+EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_LISTEN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_STATUSES = f"""exit status:
+  {EXIT_OK}    shut down cleanly (Ctrl-C or SIGTERM while serving)
+  {EXIT_MODEL}    the model cannot be served (missing or corrupt checkpoint, bad --default-voice)
+  {EXIT_USAGE}    bad arguments
+  {EXIT_LISTEN}    cannot listen on --host:--port (address in use, unknown host, no permission);
+       checked before the model loads
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C) while loading the model"""
+
+
 def setup_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlx-qwen3-tts serve",
         description="Serve a Qwen3-TTS checkpoint with OpenAI's speech API (POST /v1/audio/speech).",
+        epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("--model", type=str, required=True, help="Checkpoint folder or Hugging Face repo id.")
     add("--dtype", type=str, default=None, choices=list(DTYPES),
         help="Talker dtype. Default: as stored.")
     add("--host", type=str, default="127.0.0.1", help="Address to listen on. Default: 127.0.0.1")
-    add("--port", type=int, default=8000, help="Port to listen on. Default: 8000")
+    add("--port", type=int, default=8000,
+        help="Port to listen on; 0 picks a free one (printed). Default: 8000")
     add("--model-name", type=str, default=None,
         help="Model id to serve under. Default: the checkpoint's folder name.")
     add("--default-voice", type=str, default=None,
@@ -960,37 +976,89 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ListenError(Exception):
+    """The server cannot listen on the address asked for."""
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on `host:port` (a free port for 0), made before the model loads, so a
+    port in use is reported at once, not after a load of minutes; uvicorn serves on it.
+
+    Raises:
+        ListenError: the address is in use, unknown, or not this machine's.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise ListenError(f"cannot listen on {_address(host, port)}: {e.strerror or e}") from e
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as e:
+        sock.close()
+        raise ListenError(f"cannot listen on {_address(host, port)}: {e.strerror or e}") from e
+    return sock
+
+
 def _serve(args: argparse.Namespace) -> None:
-    print(f"[INFO] Loading {args.model}", file=sys.stderr, flush=True)
-    tts = load(args.model, dtype=args.dtype)
-    app = build_app(
-        tts, model_name=args.model_name or Path(args.model.rstrip("/")).name,
-        default_voice=args.default_voice, voices_folder=args.voices_dir,
-        max_input_chars=args.max_input_chars, max_queue=args.max_queue, max_frames=args.max_frames,
-        chunk_frames=args.chunk_frames, first_chunk_frames=args.first_chunk_frames, api_key=args.api_key,
-        allowed_hosts=host_allow_list(args.host, args.allowed_host),
-    )
-    name = app.state.server.config.model_name
-    print(f"[INFO] Serving {name} ({tts.model_type}) at http://{args.host}:{args.port}/v1",
-          file=sys.stderr, flush=True)
-    if not _is_loopback(args.host) and args.api_key is None:
-        print(f"[WARNING] Listening on {args.host} without --api-key: anyone who can reach it can use it.",
+    """Listen, load, serve until Ctrl-C or SIGTERM (both a clean exit, after a graceful shutdown)."""
+    with listen(args.host, args.port) as sock:
+        print(f"[INFO] Loading {args.model}", file=sys.stderr, flush=True)
+        tts = load(args.model, dtype=args.dtype)
+        app = build_app(
+            tts, model_name=args.model_name or Path(args.model.rstrip("/")).name,
+            default_voice=args.default_voice, voices_folder=args.voices_dir,
+            max_input_chars=args.max_input_chars, max_queue=args.max_queue, max_frames=args.max_frames,
+            chunk_frames=args.chunk_frames, first_chunk_frames=args.first_chunk_frames,
+            api_key=args.api_key, allowed_hosts=host_allow_list(args.host, args.allowed_host),
+        )
+        port = sock.getsockname()[1]
+        name = app.state.server.config.model_name
+        print(f"[INFO] Serving {name} ({tts.model_type}) at http://{_address(args.host, port)}/v1",
               file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        if not _is_loopback(args.host) and args.api_key is None:
+            print(f"[WARNING] Listening on {args.host} without --api-key: anyone who can reach it can "
+                  "use it.", file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, host=args.host, port=port, log_level=args.log_level,
+                                timeout_graceful_shutdown=SHUTDOWN_GRACE)
+        # uvicorn shuts down on SIGINT or SIGTERM, then raises the signal again for the handler
+        # it found: SIGINT's raises KeyboardInterrupt, SIGTERM's is replaced by one that does nothing.
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`mlx-qwen3-tts serve`: exit status 0 on shutdown, 1 if the model cannot be served, 2 bad arguments."""
+    """`mlx-qwen3-tts serve`; its exit status (see `EXIT_STATUSES`)."""
     parser = setup_arg_parser()
     args = parser.parse_args(argv)
     if args.max_queue < 0 or args.max_input_chars < 1 or args.chunk_frames < 1 or args.first_chunk_frames < 1:
         parser.error("--max-queue must be >= 0; --max-input-chars and chunk sizes >= 1.")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0 to 65535, got {args.port}.")
     try:
         _serve(args)
+    except ListenError as e:
+        print(f"mlx-qwen3-tts serve: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_LISTEN
     except Qwen3TTSError as e:
         print(f"mlx-qwen3-tts serve: error: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+        return EXIT_MODEL
+    except KeyboardInterrupt:  # while loading: serving ends with a graceful shutdown instead
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

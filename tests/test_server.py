@@ -9,7 +9,7 @@ import gc
 import io
 import json
 import os
-import signal
+import re
 import socket
 import subprocess
 import sys
@@ -607,30 +607,77 @@ def test_voice_design_takes_instructions(checkpoint):
 # ----------------------------------------------------------------------------- command line
 
 
+SERVING = re.compile(r"Serving (\S+) \((\w+)\) at (http://127\.0\.0\.1:\d+)/v1")
+
+
+@contextmanager
+def serve_command(cmd: list[str], limit: float = 90):
+    """Run a `serve` command line (with `--port 0`); yields `(proc, base URL, lines read so far)`.
+
+    The process is killed after `limit` seconds whatever happens, so no test can hang on it.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killer = threading.Timer(limit, proc.kill)
+    killer.start()
+    try:
+        lines = []
+        for line in proc.stdout:  # ends when the process does (or is killed)
+            lines.append(line)
+            if match := SERVING.search(line):
+                yield proc, match[3], lines
+                break
+        else:
+            pytest.fail("the server did not start:\n" + "".join(lines))
+    finally:
+        killer.cancel()
+        if proc.poll() is None:  # the test failed while it ran
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
+def serve_cmd(folder, *extra: str, module: str = "mlx_qwen3_tts") -> list[str]:
+    entry = ["-m", module] + (["serve"] if module == "mlx_qwen3_tts" else [])
+    return [sys.executable, *entry, "--model", str(folder), "--dtype", "float32", "--host", "127.0.0.1",
+            "--port", "0", "--max-frames", "2", "--log-level", "warning", *extra]
+
+
 def test_python_m_server_serves_and_shuts_down(checkpoint):
     folder = checkpoint("tiny-0.6b", "custom_voice")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "mlx_qwen3_tts.server", "--model", str(folder), "--dtype", "float32",
-           "--host", "127.0.0.1", "--port", str(port), "--max-frames", "2", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if http(base + "/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
+    with serve_command(serve_cmd(folder, module="mlx_qwen3_tts.server")) as (proc, base, lines):
         data = speak(make_client(base), model=str(folder), response_format="wav")
         audio, sr = sf.read(io.BytesIO(data))
         assert sr == SR and 0 < len(audio) <= 2 * 1920
-    finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0]
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it, so the exit is by that signal.
-    assert proc.returncode in (0, -signal.SIGTERM), out
+        out = "".join(lines) + proc.communicate(timeout=30)[0]
+    # uvicorn shuts down gracefully on SIGTERM and re-raises it after; that is a clean exit here.
+    assert proc.returncode == 0, out
     assert "Traceback" not in out, out
     assert f"Serving {folder.name} (custom_voice)" in out
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc = server.main(["--model", "/nonexistent/model", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert err.startswith(f"mlx-qwen3-tts serve: error: cannot listen on 127.0.0.1:{port}: ") and (
+        err.count("\n") == 1), err
+    assert server.main(["--model", "/no/model", "--host", "no-such-host.invalid", "--port", "0"]) == 3
+    assert "cannot listen on no-such-host.invalid:0: " in capsys.readouterr().err
+    assert server.main(["--model", "/nonexistent/model", "--port", "0"]) == 1  # then the model
+    with pytest.raises(SystemExit) as info:
+        server.main(["--model", "/nonexistent/model", "--port", "65536"])
+    assert info.value.code == 2
+
+
+def test_help_lists_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit) as info:
+        server.main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    for status in ("0 ", "1 ", "2 ", "3 "):
+        assert f"\n  {status}" in out, out
+    assert "cannot listen" in out and "--allowed-host" in out
