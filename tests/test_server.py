@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -653,6 +654,30 @@ def test_python_m_server_serves_and_shuts_down(checkpoint):
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
     assert f"Serving {folder.name} (custom_voice)" in out
+
+
+def one_request_then_sigint(folder) -> tuple[int, str]:
+    """`mlx-qwen3-tts serve`: one streamed request, then Ctrl-C; the exit status and the output."""
+    with serve_command(serve_cmd(folder, "--first-chunk-frames", "1", "--chunk-frames", "1")) as (
+            proc, base, lines):
+        with make_client(base).audio.speech.with_streaming_response.create(
+            model="tts-1", voice="ryan", input=TEXT, response_format="pcm"
+        ) as response:
+            assert b"".join(response.iter_bytes())
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    return proc.returncode, "".join(lines) + out
+
+
+def test_serve_exits_0_after_a_request_and_ctrl_c(checkpoint):
+    """#21 case 2: this used to abort (rc 134, "terminate called without an active exception")."""
+    folder = checkpoint("tiny-0.6b", "custom_voice")
+    start = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:  # ten servers at once, each on a port of its own
+        runs = list(pool.map(one_request_then_sigint, [folder] * 10))
+    for rc, out in runs:
+        assert rc == 0 and "Traceback" not in out and "terminate called" not in out, (rc, out)
+    assert time.monotonic() - start < 60
 
 
 def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
