@@ -888,7 +888,8 @@ def build_app(
         voices_folder: where Base models find saved voices. Default: `voices_dir()`.
         max_input_chars: longest `input` accepted. Default: 4096 (OpenAI's).
         max_queue: requests that may wait behind the one being synthesized. Default: 32.
-        max_frames: most frames per text piece (12.5 per second). Default: the checkpoint's.
+        max_frames: most frames per request, all pieces of a split text together (12.5 per
+            second of audio). Default: no cap beyond the checkpoint's limit per piece.
         chunk_frames, first_chunk_frames: the streaming chunk sizes of `stream_generate`.
         api_key: when set, every /v1 request needs `Authorization: Bearer <api_key>`.
         allowed_hosts: the `Host` names answered besides localhost, 127.0.0.1 and [::1] (any
@@ -963,7 +964,8 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     add("--max-queue", type=int, default=MAX_QUEUE,
         help=f"Requests that may wait behind the one being synthesized; more get 429. Default: {MAX_QUEUE}")
     add("--max-frames", type=int, default=None,
-        help="Most frames per text piece (12.5 per second of audio). Default: the checkpoint's.")
+        help="Most frames per request, all pieces of a split text together (12.5 per second of audio). "
+        "Default: no cap beyond the checkpoint's limit per piece.")
     add("--chunk-frames", type=int, default=12, help="Frames per streamed chunk. Default: 12")
     add("--first-chunk-frames", type=int, default=2, help="Frames in the first chunk. Default: 2")
     add("--api-key", type=str, default=None,
