@@ -9,7 +9,11 @@ One model is kept in memory and requests are synthesized one at a time on one wo
 MLX generation must stay off the event loop, and a second concurrent frame loop on the same
 model would only split the machine between them. At most `max_queue` requests wait behind the
 one being synthesized; more are answered 429. Errors are OpenAI's JSON shape,
-`{"error": {"message", "type", "param", "code"}}`.
+`{"error": {"message", "type", "param", "code"}}`, and name no local paths.
+
+No web page can drive the server: POST bodies must be `application/json` (which needs a CORS
+preflight, and no CORS header is ever sent), and by default only loopback `Host` names are
+answered (against DNS rebinding; `allowed_hosts` adds names).
 
 pcm, wav and mp3 are encoded and sent chunk by chunk as `stream_generate` yields them (wav with
 an 'unknown length' header, mp3 at a constant bit rate); flac is sent whole when done, because
@@ -87,10 +91,10 @@ JSON_BYTES_PER_CHAR = 12
 BODY_OVERHEAD = 65536
 BODY_TIMEOUT = 10.0  # seconds to receive a whole request body (a slow client holds a connection)
 RETRY_AFTER = 1  # seconds a client told 429 waits before trying again (the openai client honours it)
-MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
-FORMATS = ("mp3", "wav", "flac", "pcm")
 SHUTDOWN_GRACE = 5  # seconds streams in progress get to finish at shutdown; then they are cut
 BACKLOG = 2048  # uvicorn's
+MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
+FORMATS = ("mp3", "wav", "flac", "pcm")
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
 LOOPBACK_NAMES = ("localhost",)  # besides loopback IP literals (127.0.0.0/8, [::1])
 
@@ -826,7 +830,8 @@ def _host_header_name(value: str) -> str | None:
 
 
 class _HostCheck:
-    """Answers only requests whose `Host` names a loopback host or one of `allowed` (421 else).
+    """Answers only requests whose `Host` names a loopback host or one of `allowed` (else 421,
+    or 400 for a missing or malformed Host).
 
     Against DNS rebinding: a page on evil.example whose name is made to resolve to 127.0.0.1 is
     same-origin with this server for the browser, but its requests still say `Host: evil.example`.
@@ -893,8 +898,8 @@ def build_app(
         chunk_frames, first_chunk_frames: the streaming chunk sizes of `stream_generate`.
         api_key: when set, every /v1 request needs `Authorization: Bearer <api_key>`.
         allowed_hosts: the `Host` names answered besides localhost, 127.0.0.1 and [::1] (any
-            port); others get 421. None answers any Host: only for a server listening on a
-            non-loopback address (see `host_allow_list`), where DNS rebinding cannot reach it.
+            port); others get 421. None answers any Host: for a server listening on a
+            non-loopback address (see `host_allow_list`), which `api_key` should protect.
         body_timeout: seconds a client has to send a request body; slower ones get 408. Default: 10.
 
     Raises:
