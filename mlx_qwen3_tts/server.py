@@ -802,8 +802,10 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     # Only reached by bugs: every expected failure is an ApiError or a library error turned 400.
+    # Starlette raises the bug again after this answer and uvicorn then closes the connection: say
+    # so, or a client reusing it for its next request gets a connection reset.
     return ApiError(500, scrub_paths(f"Internal server error: {type(exc).__name__}: {exc}"), None, None,
-                    "server_error").response()
+                    "server_error", CLOSE).response()
 
 
 def _is_loopback(name: str) -> bool:

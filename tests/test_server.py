@@ -410,8 +410,9 @@ def test_a_bug_is_a_500_json_error(client, cv, monkeypatch):
     with pytest.raises(openai.InternalServerError) as info:
         speak(client)
     assert info.value.status_code == 500 and info.value.type == "server_error"
+    assert info.value.response.headers["connection"] == "close"  # uvicorn closes it after a bug
     monkeypatch.undo()
-    assert speak(client)  # the worker survived
+    assert speak(client)  # the worker survived, and the client did not reuse the closed connection
 
 
 # ----------------------------------------------------------------------------- listings
