@@ -841,7 +841,8 @@ class _HostCheck:
 
     def __init__(self, app: ASGIApp, allowed: Iterable[str]):
         self.app = app
-        self.allowed = frozenset(name.lower() for name in allowed)
+        # Names as a Host header's: "tts.lan:8000" given means tts.lan on any port, like the others.
+        self.allowed = frozenset(_host_header_name(name) or name.lower() for name in allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

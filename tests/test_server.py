@@ -272,11 +272,11 @@ def test_loopback_server_answers_loopback_hosts_only(url, host, ok):
 
 
 def test_allowed_host_names_and_no_cors_headers(cv):
-    app = server.build_app(cv, max_frames=2, allowed_hosts=["tts.lan"])
+    app = server.build_app(cv, max_frames=2, allowed_hosts=["tts.lan", "Proxy.lan:8080"])
     with running(app) as base:
         port = base.rsplit(":", 1)[1]
         for host, want in (("tts.lan", 200), (f"TTS.lan:{port}", 200), (f"localhost:{port}", 200),
-                           ("other.lan", 421)):
+                           ("proxy.lan", 200), ("other.lan", 421)):
             assert http(base + "/health", headers={"Host": host})[0] == want, host
         preflight = urllib.request.Request(base + "/v1/audio/speech", method="OPTIONS", headers={
             "Origin": "http://evil.example", "Access-Control-Request-Method": "POST",
