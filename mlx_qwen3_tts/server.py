@@ -1055,6 +1055,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_queue < 0 or args.max_input_chars < 1 or args.chunk_frames < 1 or args.first_chunk_frames < 1:
         parser.error("--max-queue must be >= 0; --max-input-chars and chunk sizes >= 1.")
+    if args.max_frames is not None and args.max_frames < 1:  # else every request would be a 400
+        parser.error(f"--max-frames must be >= 1, got {args.max_frames}.")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0 to 65535, got {args.port}.")
     try:

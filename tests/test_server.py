@@ -694,9 +694,10 @@ def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
     assert server.main(["--model", "/no/model", "--host", "no-such-host.invalid", "--port", "0"]) == 3
     assert "cannot listen on no-such-host.invalid:0: " in capsys.readouterr().err
     assert server.main(["--model", "/nonexistent/model", "--port", "0"]) == 1  # then the model
-    with pytest.raises(SystemExit) as info:
-        server.main(["--model", "/nonexistent/model", "--port", "65536"])
-    assert info.value.code == 2
+    for bad in (["--port", "65536"], ["--max-frames", "0"]):
+        with pytest.raises(SystemExit) as info:
+            server.main(["--model", "/nonexistent/model", *bad])
+        assert info.value.code == 2
 
 
 def test_help_lists_the_exit_statuses(capsys):
