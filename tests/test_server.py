@@ -367,11 +367,9 @@ LATE_SHOWN = "the voice broke; check 'instructions'"  # in request field names
 
 
 @pytest.mark.parametrize("error", [qt.SynthesisError(LATE, "instruct"), ZeroDivisionError("a bug")])
-@pytest.mark.parametrize("fmt", ["pcm", "wav", "mp3"])
+@pytest.mark.parametrize("fmt", ["pcm", "wav"] + (["mp3"] if server.mp3_supported() else []))
 def test_an_error_after_the_status_line_cuts_the_stream(url, cv, monkeypatch, fmt, error):
     """Not a short file that looks complete: the stream ends without its last chunk, an error."""
-    if fmt == "mp3" and not server.mp3_supported():
-        pytest.skip("this libsndfile cannot write MP3")
     monkeypatch.setattr(cv, "stream_generate", fail_after_first_chunk(cv, error))
     status, response = post_speech(url, response_format=fmt)
     assert status == 200
