@@ -133,10 +133,8 @@ def client(url):
 # ----------------------------------------------------------------------------- audio
 
 
-@pytest.mark.parametrize("fmt", ["wav", "flac", "pcm", "mp3"])
+@pytest.mark.parametrize("fmt", ["wav", "flac", "pcm"] + (["mp3"] if server.mp3_supported() else []))
 def test_each_format_decodes_to_the_library_audio(client, reference, fmt):
-    if fmt == "mp3" and not server.mp3_supported():
-        pytest.skip("this libsndfile cannot write MP3")
     data = speak(client, response_format=fmt)
     n = len(reference.audio)
     if fmt == "pcm":
