@@ -9,7 +9,11 @@ One model is kept in memory and requests are synthesized one at a time on one wo
 MLX generation must stay off the event loop, and a second concurrent frame loop on the same
 model would only split the machine between them. At most `max_queue` requests wait behind the
 one being synthesized; more are answered 429. Errors are OpenAI's JSON shape,
-`{"error": {"message", "type", "param", "code"}}`.
+`{"error": {"message", "type", "param", "code"}}`, and name no local paths.
+
+No web page can drive the server: POST bodies must be `application/json` (which needs a CORS
+preflight, and no CORS header is ever sent), and by default only loopback `Host` names are
+answered (against DNS rebinding; `allowed_hosts` adds names).
 
 pcm, wav and mp3 are encoded and sent chunk by chunk as `stream_generate` yields them (wav with
 an 'unknown length' header, mp3 at a constant bit rate); flac is sent whole when done, because
@@ -23,15 +27,18 @@ import asyncio
 import base64
 import hmac
 import io
+import ipaddress
 import json
 import logging
 import re
 import secrets
+import signal
+import socket
 import struct
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,10 +64,13 @@ from .loading import DTYPES, load
 try:
     import uvicorn
     from starlette.applications import Starlette
+    from starlette.datastructures import Headers
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
+    from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as e:  # the optional `server` extra is not installed
     raise ImportError(
         "The speech server needs the server extra: pip install 'mlx-qwen3-tts[server]'"
@@ -79,9 +89,14 @@ MAX_QUEUE = 32
 # the BMP escaped as two \uXXXX units), plus room for the other fields (`instructions`, ...).
 JSON_BYTES_PER_CHAR = 12
 BODY_OVERHEAD = 65536
+BODY_TIMEOUT = 10.0  # seconds to receive a whole request body (a slow client holds a connection)
+RETRY_AFTER = 1  # seconds a client told 429 waits before trying again (the openai client honours it)
+SHUTDOWN_GRACE = 5  # seconds streams in progress get to finish at shutdown; then they are cut
+BACKLOG = 2048  # uvicorn's
 MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
 FORMATS = ("mp3", "wav", "flac", "pcm")
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
+LOOPBACK_NAMES = ("localhost",)  # besides loopback IP literals (127.0.0.0/8, [::1])
 
 
 # ----------------------------------------------------------------------------- errors
@@ -91,16 +106,16 @@ class ApiError(Exception):
     """An error answered as OpenAI's JSON error object with an HTTP status."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 error_type: str = "invalid_request_error"):
+                 error_type: str = "invalid_request_error", headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
-        self.error_type = error_type
+        self.error_type, self.headers = error_type, headers
 
     def body(self) -> dict[str, Any]:
         return {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.body()}, status_code=self.status)
+        return JSONResponse({"error": self.body()}, status_code=self.status, headers=self.headers)
 
 
 # The request field that carries each library argument (the library names its arguments in
@@ -114,10 +129,37 @@ def _field_name(name: str) -> str:
     return f"'{REQUEST_FIELDS[name]}'" if name in REQUEST_FIELDS else name
 
 
+# An absolute (or home-relative) path, quoted as repr() writes one (spaces and all), or bare.
+_QUOTED_PATH = re.compile(r"'~?/[^'\n]*'" + r'|"~?/[^"\n]*"')
+_BARE_PATH = re.compile(r"""(?<![\w.:/~-])~?/[^\s'"`,;()\[\]{}<>]*""")
+
+
+def _last_part(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1] or path
+
+
+def scrub_paths(message: str) -> str:
+    """`message` with each absolute path cut to its last part, for a client's eyes.
+
+    Library messages name the files they read (a saved voice, the checkpoint); where they lie on
+    this machine (a user name under /home, a private folder) is no business of a client's.
+    """
+    home = str(Path.home())
+    if home != "/":  # a home with spaces in it, unquoted
+        message = message.replace(home + "/", "~/")
+    message = _QUOTED_PATH.sub(lambda m: m[0][0] + _last_part(m[0][1:-1]) + m[0][0], message)
+    return _BARE_PATH.sub(lambda m: _last_part(m[0]), message)
+
+
+def _client_message(e: Qwen3TTSError) -> str:
+    """A library error's message in request field names, without local paths."""
+    return scrub_paths(e.render(_field_name))
+
+
 def _library_error(e: Qwen3TTSError) -> ApiError:
     """A 400 for an argument the checkpoint cannot use, coded after the error class."""
     code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(e).__name__).lower().removesuffix("_error")
-    return ApiError(400, e.render(_field_name), REQUEST_FIELDS.get(e.param or ""), code)
+    return ApiError(400, _client_message(e), REQUEST_FIELDS.get(e.param or ""), code)
 
 
 # ----------------------------------------------------------------------------- audio encoding
@@ -265,12 +307,23 @@ class SpeechRequest:
     seed: int | None = None
 
 
+JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for a message: scalars as JSON (cut short), arrays and objects by their type only
+    (writing a deeply nested one back out would recurse as deep as it goes)."""
+    if isinstance(value, (list, dict)):
+        return f"an {JSON_TYPES[type(value)]}"
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def _field(body: dict, name: str, kind: type | tuple, default: Any = None) -> Any:
     value = body.get(name, default)
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ApiError(400, f"'{name}' must be a {names}, got {json.dumps(value)[:60]}.", name,
-                       "invalid_type")
+        names = " or ".join(JSON_TYPES[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ApiError(400, f"'{name}' must be a {names}, got {_shown(value)}.", name, "invalid_type")
     return value
 
 
@@ -323,24 +376,57 @@ def parse_speech(body: Any, max_input_chars: int) -> SpeechRequest:
     )
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The JSON body, read up to `limit` bytes (413 beyond, before parsing anything)."""
+async def _read_json(request: Request, limit: int, timeout: float) -> Any:
+    """The JSON body, read up to `limit` bytes (413 beyond, before parsing anything) within
+    `timeout` seconds (408 after: a client that never finishes its body must not hold a connection)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    try:
+        data = await asyncio.wait_for(_read_body(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {timeout:g} s.", None,
+                       "request_timeout", headers=CLOSE) from None
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"The request body is not valid JSON: {e}.", None, "invalid_json") from e
+    except RecursionError:  # json's parser recurses once per level of nesting
+        raise ApiError(400, "The request body is not valid JSON: it is nested too deeply.", None,
+                       "invalid_json") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     data = bytearray()
     async for part in request.stream():
         data.extend(part)
         if len(data) > limit:
             raise _too_large(limit)
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"The request body is not valid JSON: {e}.", None, "invalid_json") from e
+    return bytes(data)
+
+
+# Sent with errors answered before the body was read to its end: the rest of it would otherwise be
+# read as the next request on the connection.
+CLOSE = {"connection": "close"}
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"The request body is larger than {limit} bytes.", None, "request_too_large")
+    return ApiError(413, f"The request body is larger than {limit} bytes.", None, "request_too_large",
+                    headers=CLOSE)
+
+
+def _check_json_content_type(request: Request) -> None:
+    """415 unless the body is declared `application/json` (UTF-8, JSON's only charset).
+
+    A web page may POST `text/plain` or form bodies to any address without a CORS preflight;
+    `application/json` needs one, which this server never grants, so no page can drive it.
+    """
+    given = request.headers.get("content-type", "")
+    media, _, params = given.partition(";")
+    charset = params.replace(" ", "").replace('"', "").lower()
+    if media.strip().lower() != "application/json" or charset not in ("", "charset=utf-8"):
+        raise ApiError(415, f"The request body must be JSON sent as 'Content-Type: application/json', "
+                       f"got {given[:80]!r}.", None, "unsupported_media_type")
 
 
 # ----------------------------------------------------------------------------- voices
@@ -404,7 +490,7 @@ class Voices:
         try:
             check_voice_name(name)  # a name only: no client can make the server open a file
         except AudioError as e:
-            raise ApiError(400, e.render(_field_name), "voice", "invalid_value") from e
+            raise ApiError(400, _client_message(e), "voice", "invalid_value") from e
         saved = self.saved()
         if name in saved:
             return name
@@ -413,7 +499,8 @@ class Voices:
             return folded[0]
         if alias and self.default is not None:
             return self.default
-        raise self._unknown(name, saved, hint=f" Save voices with VoicePrompt.save_as into {self.folder}.")
+        raise self._unknown(name, saved, hint=" Save voices with VoicePrompt.save_as into the server's "
+                            "voices folder (--voices-dir).")
 
     def _unknown(self, name: str, known: list[str], hint: str = "") -> ApiError:
         listed = ", ".join(known) or "none"
@@ -527,6 +614,37 @@ class Synthesizer:
         job.post(_Done(len(self.tts.text_tokenizer.encode(job.text)), frames))
 
 
+async def _first_item(request: Request, queue: asyncio.Queue, job: _Job) -> object | None:
+    """The job's first item with audio (or its failure or end), or None if the client left first.
+
+    Until then no status line is sent, so a library error is still a 400; empty chunks (an MP3
+    encoder warming up, FLAC until the end) are skipped for that. A client that leaves cancels the
+    job: a queued one is dropped before it starts, as nothing would read its audio.
+    """
+    left = asyncio.ensure_future(_disconnected(request.receive))
+    get: asyncio.Future | None = None
+    try:
+        while True:
+            get = asyncio.ensure_future(queue.get())
+            await asyncio.wait({get, left}, return_when=asyncio.FIRST_COMPLETED)
+            if not get.done():
+                job.cancelled.set()
+                return None
+            item = get.result()
+            if not (isinstance(item, bytes) and not item):
+                return item
+    finally:
+        left.cancel()
+        if get is not None:
+            get.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    # The body has been read: the next message is http.disconnect, when the client goes away.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _items(first: object, queue: asyncio.Queue, job: _Job, future: asyncio.Future):
     """A job's items from `first` to its end; re-raises a worker bug; cancels the job if left early."""
     try:
@@ -578,6 +696,7 @@ class ServerConfig:
     chunk_frames: int = 12
     first_chunk_frames: int = 2
     api_key: str | None = None
+    body_timeout: float = BODY_TIMEOUT
 
 
 class _Server:
@@ -619,16 +738,20 @@ class _Server:
 
     async def speech(self, request: Request) -> Response:
         self._authorize(request)
-        body = await _read_json(request, JSON_BYTES_PER_CHAR * self.config.max_input_chars + BODY_OVERHEAD)
+        _check_json_content_type(request)
+        body = await _read_json(request, JSON_BYTES_PER_CHAR * self.config.max_input_chars + BODY_OVERHEAD,
+                                self.config.body_timeout)
         req = parse_speech(body, self.config.max_input_chars)
         self._check_model(req.model)
         job = self._job(req)
         if self.synth.full():
             raise ApiError(429, f"The server is busy: {self.synth.pending} requests are queued "
                            f"(at most {self.config.max_queue} wait). Retry later.", None,
-                           "queue_full", "rate_limit_error")
+                           "queue_full", "rate_limit_error", {"retry-after": str(RETRY_AFTER)})
         queue, future = self.synth.submit(job)
-        first = await queue.get()  # wait for audio before the status line, so errors can be 400s
+        first = await _first_item(request, queue, job)
+        if first is None:  # nobody to answer
+            return Response(status_code=499)  # nginx's "client closed request"; no one receives it
         if isinstance(first, _Failed):
             raise _library_error(first.error)
         if first is _END:
@@ -679,8 +802,73 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     # Only reached by bugs: every expected failure is an ApiError or a library error turned 400.
-    return ApiError(500, f"Internal server error: {type(exc).__name__}: {exc}", None, None,
-                    "server_error").response()
+    # Starlette raises the bug again after this answer and uvicorn then closes the connection: say
+    # so, or a client reusing it for its next request gets a connection reset.
+    return ApiError(500, scrub_paths(f"Internal server error: {type(exc).__name__}: {exc}"), None, None,
+                    "server_error", CLOSE).response()
+
+
+def _is_loopback(name: str) -> bool:
+    """Whether a host name or IP literal (IPv6 with or without brackets) means this machine only."""
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_header_name(value: str) -> str | None:
+    """The host of a `Host` header, lowercased, without its port; None if it is malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):  # an IPv6 literal: "[::1]:8000"
+        name, bracket, port = value[1:].partition("]")
+        name, port = f"[{name}]", port.removeprefix(":") if bracket else None
+    else:
+        name, _, port = value.partition(":")
+    if not name or port is None or (port and not port.isdigit()):
+        return None
+    return name
+
+
+class _HostCheck:
+    """Answers only requests whose `Host` names a loopback host or one of `allowed` (else 421,
+    or 400 for a missing or malformed Host).
+
+    Against DNS rebinding: a page on evil.example whose name is made to resolve to 127.0.0.1 is
+    same-origin with this server for the browser, but its requests still say `Host: evil.example`.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]):
+        self.app = app
+        # Names as a Host header's: "tts.lan:8000" given means tts.lan on any port, like the others.
+        self.allowed = frozenset(_host_header_name(name) or name.lower() for name in allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host", "")
+            name = _host_header_name(host)
+            if name is None or not (_is_loopback(name) or name in self.allowed):
+                await _host_refused(host, name is None).response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_refused(host: str, malformed: bool) -> ApiError:
+    what = "a missing or malformed Host header" if malformed else f"Host {host[:80]!r}"
+    return ApiError(400 if malformed else 421, f"This server does not answer {what}: it answers "
+                    "localhost, 127.0.0.1 and [::1] (with any port) and the names given with "
+                    "--allowed-host.", None, "host_not_allowed")
+
+
+def host_allow_list(host: str, allowed_hosts: Iterable[str]) -> list[str] | None:
+    """`build_app`'s `allowed_hosts` for a server listening on `host` with `--allowed-host` names.
+
+    Listening on loopback, or with names given, Host is checked (loopback names and the given
+    ones); listening on another address without names, any Host is answered (use `--api-key`).
+    """
+    names = list(allowed_hosts)
+    return names if names or _is_loopback(host.lower()) else None
 
 
 def build_app(
@@ -695,6 +883,8 @@ def build_app(
     chunk_frames: int = 12,
     first_chunk_frames: int = 2,
     api_key: str | None = None,
+    allowed_hosts: Iterable[str] | None = (),
+    body_timeout: float = BODY_TIMEOUT,
 ) -> Starlette:
     """The OpenAI-compatible ASGI app over a loaded model (serve it with uvicorn).
 
@@ -706,17 +896,22 @@ def build_app(
         voices_folder: where Base models find saved voices. Default: `voices_dir()`.
         max_input_chars: longest `input` accepted. Default: 4096 (OpenAI's).
         max_queue: requests that may wait behind the one being synthesized. Default: 32.
-        max_frames: most frames per text piece (12.5 per second). Default: the checkpoint's.
+        max_frames: most frames per request, all pieces of a split text together (12.5 per
+            second of audio). Default: no cap beyond the checkpoint's limit per piece.
         chunk_frames, first_chunk_frames: the streaming chunk sizes of `stream_generate`.
         api_key: when set, every /v1 request needs `Authorization: Bearer <api_key>`.
+        allowed_hosts: the `Host` names answered besides localhost, 127.0.0.1 and [::1] (any
+            port); others get 421. None answers any Host: for a server listening on a
+            non-loopback address (see `host_allow_list`), which `api_key` should protect.
+        body_timeout: seconds a client has to send a request body; slower ones get 408. Default: 10.
 
     Raises:
         UnknownSpeakerError / AudioError: `default_voice` is not a voice of this model.
     """
-    if max_queue < 0 or max_input_chars < 1:
-        raise ValueError("max_queue must be >= 0 and max_input_chars >= 1.")
+    if max_queue < 0 or max_input_chars < 1 or not body_timeout > 0:
+        raise ValueError("max_queue must be >= 0, max_input_chars >= 1 and body_timeout > 0.")
     config = ServerConfig(model_name or Path(tts.path).name, max_input_chars, max_queue, max_frames,
-                          chunk_frames, first_chunk_frames, api_key)
+                          chunk_frames, first_chunk_frames, api_key, body_timeout)
     server = _Server(tts, config, Voices(tts, default_voice, voices_folder))
 
     @asynccontextmanager
@@ -732,7 +927,8 @@ def build_app(
         Route("/health", server.health, methods=["GET"]),
     ]
     handlers = {ApiError: _api_error, HTTPException: _http_error, Exception: _server_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    middleware = [] if allowed_hosts is None else [Middleware(_HostCheck, allowed=allowed_hosts)]
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan, middleware=middleware)
     app.state.server = server
     return app
 
@@ -740,17 +936,29 @@ def build_app(
 # ----------------------------------------------------------------------------- command line
 
 
+EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_LISTEN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_STATUSES = f"""exit status:
+  {EXIT_OK}    shut down cleanly (Ctrl-C or SIGTERM while serving)
+  {EXIT_MODEL}    the model cannot be served (missing or corrupt checkpoint, bad --default-voice)
+  {EXIT_USAGE}    bad arguments
+  {EXIT_LISTEN}    cannot listen on --host:--port (address in use, unknown host, no permission);
+       checked before the model loads
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C) while loading the model"""
+
+
 def setup_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlx-qwen3-tts serve",
         description="Serve a Qwen3-TTS checkpoint with OpenAI's speech API (POST /v1/audio/speech).",
+        epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("--model", type=str, required=True, help="Checkpoint folder or Hugging Face repo id.")
     add("--dtype", type=str, default=None, choices=list(DTYPES),
         help="Talker dtype. Default: as stored.")
     add("--host", type=str, default="127.0.0.1", help="Address to listen on. Default: 127.0.0.1")
-    add("--port", type=int, default=8000, help="Port to listen on. Default: 8000")
+    add("--port", type=int, default=8000,
+        help="Port to listen on; 0 picks a free one (printed). Default: 8000")
     add("--model-name", type=str, default=None,
         help="Model id to serve under. Default: the checkpoint's folder name.")
     add("--default-voice", type=str, default=None,
@@ -764,46 +972,105 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     add("--max-queue", type=int, default=MAX_QUEUE,
         help=f"Requests that may wait behind the one being synthesized; more get 429. Default: {MAX_QUEUE}")
     add("--max-frames", type=int, default=None,
-        help="Most frames per text piece (12.5 per second of audio). Default: the checkpoint's.")
+        help="Most frames per request, all pieces of a split text together (12.5 per second of audio). "
+        "Default: no cap beyond the checkpoint's limit per piece.")
     add("--chunk-frames", type=int, default=12, help="Frames per streamed chunk. Default: 12")
     add("--first-chunk-frames", type=int, default=2, help="Frames in the first chunk. Default: 2")
     add("--api-key", type=str, default=None,
         help="Require 'Authorization: Bearer KEY' on /v1 requests. Default: none (any client).")
+    add("--allowed-host", type=str, action="append", default=[], metavar="NAME",
+        help="A Host name to answer besides localhost, 127.0.0.1 and [::1] (repeatable). Listening on "
+        "loopback, or when given, other Host names get 421 (against DNS rebinding). Default: none.")
     add("--log-level", type=str, default="info", choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn log level. Default: info")
     return parser
 
 
+class ListenError(Exception):
+    """The server cannot listen on the address asked for."""
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on `host:port` (a free port for 0), made before the model loads, so a
+    port in use is reported at once, not after a load of minutes; uvicorn serves on it.
+
+    Raises:
+        ListenError: the address is in use, unknown, or not this machine's.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise ListenError(f"cannot listen on {_address(host, port)}: {e.strerror or e}") from e
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as e:
+        sock.close()
+        raise ListenError(f"cannot listen on {_address(host, port)}: {e.strerror or e}") from e
+    return sock
+
+
 def _serve(args: argparse.Namespace) -> None:
-    print(f"[INFO] Loading {args.model}", file=sys.stderr, flush=True)
-    tts = load(args.model, dtype=args.dtype)
-    app = build_app(
-        tts, model_name=args.model_name or Path(args.model.rstrip("/")).name,
-        default_voice=args.default_voice, voices_folder=args.voices_dir,
-        max_input_chars=args.max_input_chars, max_queue=args.max_queue, max_frames=args.max_frames,
-        chunk_frames=args.chunk_frames, first_chunk_frames=args.first_chunk_frames, api_key=args.api_key,
-    )
-    name = app.state.server.config.model_name
-    print(f"[INFO] Serving {name} ({tts.model_type}) at http://{args.host}:{args.port}/v1",
-          file=sys.stderr, flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and args.api_key is None:
-        print(f"[WARNING] Listening on {args.host} without --api-key: anyone who can reach it can use it.",
+    """Listen, load, serve until Ctrl-C or SIGTERM (both a clean exit, after a graceful shutdown)."""
+    with listen(args.host, args.port) as sock:
+        print(f"[INFO] Loading {args.model}", file=sys.stderr, flush=True)
+        tts = load(args.model, dtype=args.dtype)
+        app = build_app(
+            tts, model_name=args.model_name or Path(args.model.rstrip("/")).name,
+            default_voice=args.default_voice, voices_folder=args.voices_dir,
+            max_input_chars=args.max_input_chars, max_queue=args.max_queue, max_frames=args.max_frames,
+            chunk_frames=args.chunk_frames, first_chunk_frames=args.first_chunk_frames,
+            api_key=args.api_key, allowed_hosts=host_allow_list(args.host, args.allowed_host),
+        )
+        port = sock.getsockname()[1]
+        name = app.state.server.config.model_name
+        print(f"[INFO] Serving {name} ({tts.model_type}) at http://{_address(args.host, port)}/v1",
               file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        if not _is_loopback(args.host) and args.api_key is None:
+            print(f"[WARNING] Listening on {args.host} without --api-key: anyone who can reach it can "
+                  "use it.", file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, host=args.host, port=port, log_level=args.log_level,
+                                timeout_graceful_shutdown=SHUTDOWN_GRACE)
+        # uvicorn shuts down on SIGINT or SIGTERM, then raises the signal again for the handler
+        # it found: SIGINT's raises KeyboardInterrupt, SIGTERM's is replaced by one that does nothing.
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`mlx-qwen3-tts serve`: exit status 0 on shutdown, 1 if the model cannot be served, 2 bad arguments."""
+    """`mlx-qwen3-tts serve`; its exit status (see `EXIT_STATUSES`)."""
     parser = setup_arg_parser()
     args = parser.parse_args(argv)
     if args.max_queue < 0 or args.max_input_chars < 1 or args.chunk_frames < 1 or args.first_chunk_frames < 1:
         parser.error("--max-queue must be >= 0; --max-input-chars and chunk sizes >= 1.")
+    if args.max_frames is not None and args.max_frames < 1:  # else every request would be a 400
+        parser.error(f"--max-frames must be >= 1, got {args.max_frames}.")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0 to 65535, got {args.port}.")
     try:
         _serve(args)
+    except ListenError as e:
+        print(f"mlx-qwen3-tts serve: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_LISTEN
     except Qwen3TTSError as e:
         print(f"mlx-qwen3-tts serve: error: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+        return EXIT_MODEL
+    except KeyboardInterrupt:  # while loading: serving ends with a graceful shutdown instead
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

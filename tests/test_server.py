@@ -9,6 +9,7 @@ import gc
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,17 +20,18 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.client import HTTPConnection, HTTPResponse, IncompleteRead
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+import openai
 import pytest
 import soundfile as sf
+import uvicorn
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts import server  # ours: an import error must fail, never skip
-
-openai = pytest.importorskip("openai")
-uvicorn = pytest.importorskip("uvicorn")
 
 TEXT = "hello world, this is a test."
 FRAMES = 4  # the server's max_frames: random weights rarely stop by themselves
@@ -79,6 +81,19 @@ def http(url: str, method: str = "GET", data: bytes | None = None, headers: dict
         return e.code, json.loads(e.read())
 
 
+def raw(url: str, request: bytes, timeout: float = 10) -> tuple[int, dict]:
+    """`(status, parsed JSON body)` of a request written byte for byte (no Host added, any header)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
 def assert_pcm_close(data: bytes, audio: np.ndarray) -> None:
     """16-bit PCM equals `audio` to a quantization step (streamed decoding may differ by ~1e-5)."""
     got = np.frombuffer(data, "<i2").astype(np.float32) / 32767
@@ -118,10 +133,8 @@ def client(url):
 # ----------------------------------------------------------------------------- audio
 
 
-@pytest.mark.parametrize("fmt", ["wav", "flac", "pcm", "mp3"])
+@pytest.mark.parametrize("fmt", ["wav", "flac", "pcm"] + (["mp3"] if server.mp3_supported() else []))
 def test_each_format_decodes_to_the_library_audio(client, reference, fmt):
-    if fmt == "mp3" and not server.mp3_supported():
-        pytest.skip("this libsndfile cannot write MP3")
     data = speak(client, response_format=fmt)
     n = len(reference.audio)
     if fmt == "pcm":
@@ -214,11 +227,175 @@ def test_raw_http_errors(url):
         assert set(body["error"]) == {"message", "type", "param", "code"}
 
 
+def test_post_needs_a_json_content_type(url):
+    """Cross-site pages may POST text/plain (or form) bodies without a CORS preflight; JSON only."""
+    speech, body = url + "/v1/audio/speech", json.dumps({"input": "?!", "voice": "alloy"}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                         "application/jsonx", "application/json; charset=latin-1", "text/json"):
+        status, answer = http(speech, "POST", body, {"Content-Type": content_type})
+        assert status == 415, (content_type, answer)
+        assert answer["error"]["code"] == "unsupported_media_type" and set(answer["error"]) == {
+            "message", "type", "param", "code"}
+        assert "application/json" in answer["error"]["message"]
+    port = url.rsplit(":", 1)[1]
+    status, answer = raw(url, (f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
+    assert status == 415, answer  # no Content-Type at all
+    for content_type in ("application/json", "Application/JSON", "application/json; charset=utf-8",
+                         "application/json;charset=UTF-8"):
+        status, answer = http(speech, "POST", body, {"Content-Type": content_type})
+        assert (status, answer["error"]["code"]) == (400, "empty_text"), (content_type, answer)
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("127.0.0.1", True), ("127.0.0.1:{port}", True), ("localhost:{port}", True), ("LocalHost", True),
+    ("[::1]:{port}", True), ("[::1]", True), ("127.1.2.3:80", True),
+    ("evil.example", False), ("evil.example:{port}", False), ("localhost.evil.example", False),
+    ("127.0.0.1.nip.io:{port}", False), ("0.0.0.0:{port}", False), ("", False), ("[::1", False),
+    ("tts.lan:{port}", False),
+])
+def test_loopback_server_answers_loopback_hosts_only(url, host, ok):
+    """DNS rebinding: a page whose name now points at 127.0.0.1 still sends its own name as Host."""
+    port = url.rsplit(":", 1)[1]
+    # HTTP/1.1 requires a Host (uvicorn refuses a request without one); HTTP/1.0 does not.
+    head = f"HTTP/1.1\r\nHost: {host.format(port=port)}" if host else "HTTP/1.0"
+    for path in ("/health", "/v1/voices", "/v1/nothing"):
+        status, body = raw(url, f"GET {path} {head}\r\nConnection: close\r\n\r\n".encode())
+        if ok:
+            assert status == (404 if path == "/v1/nothing" else 200), (host, status, body)
+        else:
+            assert status in (400, 421), (host, status, body)
+            assert body["error"]["code"] == "host_not_allowed", body
+            assert "--allowed-host" in body["error"]["message"]
+
+
+def test_allowed_host_names_and_no_cors_headers(cv):
+    app = server.build_app(cv, max_frames=2, allowed_hosts=["tts.lan", "Proxy.lan:8080"])
+    with running(app) as base:
+        port = base.rsplit(":", 1)[1]
+        for host, want in (("tts.lan", 200), (f"TTS.lan:{port}", 200), (f"localhost:{port}", 200),
+                           ("proxy.lan", 200), ("other.lan", 421)):
+            assert http(base + "/health", headers={"Host": host})[0] == want, host
+        preflight = urllib.request.Request(base + "/v1/audio/speech", method="OPTIONS", headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(preflight, timeout=10)
+        assert info.value.code == 405
+        assert not any(k.lower().startswith("access-control-") for k in info.value.headers)
+    # Not bound to loopback and no --allowed-host: any Host (protect it with --api-key instead).
+    assert server.host_allow_list("0.0.0.0", []) is None
+    assert server.host_allow_list("0.0.0.0", ["tts.lan"]) == ["tts.lan"]
+    for loopback in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert server.host_allow_list(loopback, []) == []
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 5000 + b"]" * 5000,
+    b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b', "voice": "alloy"}',
+    b'{"input": "hi", "voice": ' + b'{"id": ' * 5000 + b'"alloy"' + b"}" * 5001,
+])
+def test_deeply_nested_json_is_a_400(url, body):
+    status, answer = http(url + "/v1/audio/speech", "POST", body, {"Content-Type": "application/json"})
+    assert (status, answer["error"]["code"], answer["error"]["type"]) == (400, "invalid_json",
+                                                                          "invalid_request_error"), answer
+
+
+def test_nested_field_values_are_described_not_dumped(url):
+    body = b'{"input": ' + b"[" * 900 + b"]" * 900 + b', "voice": "alloy"}'  # parses; the wrong type
+    status, answer = http(url + "/v1/audio/speech", "POST", body, {"Content-Type": "application/json"})
+    assert (status, answer["error"]["code"], answer["error"]["param"]) == (400, "invalid_type", "input")
+    assert "[[[" not in answer["error"]["message"] and "string" in answer["error"]["message"], answer
+
+
+def test_a_body_that_never_ends_times_out(cv):
+    app = server.build_app(cv, max_frames=2, body_timeout=0.5)
+    with running(app) as base:
+        port = base.rsplit(":", 1)[1]
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as sock:
+            start = time.monotonic()
+            sock.sendall(f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
+                         "application/json\r\nContent-Length: 100\r\n\r\n{\"input\": ".encode())
+            data = b""
+            while chunk := sock.recv(65536):  # the server answers, then closes the connection
+                data += chunk
+            elapsed = time.monotonic() - start
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"408" and b"connection: close" in head.lower(), head
+        assert json.loads(body)["error"]["code"] == "request_timeout"
+        assert 0.4 < elapsed < 5
+        assert http(base + "/health")[0] == 200
+    with pytest.raises(ValueError, match="body_timeout"):
+        server.build_app(cv, body_timeout=0)
+
+
 def test_mp3_refused_clearly_without_libsndfile_support(client, monkeypatch):
     monkeypatch.setattr(server, "mp3_supported", lambda: False)
     with pytest.raises(openai.BadRequestError, match="cannot write MP3"):
         speak(client, response_format="mp3")
     assert speak(client, response_format="wav")
+
+
+def fail_after_first_chunk(tts, error: Exception):
+    """A `stream_generate` that yields the real first chunk, then raises `error`."""
+    real = tts.stream_generate
+
+    def stream_generate(text, **kwargs):
+        stream = real(text, **kwargs)
+        try:
+            yield next(stream)
+            raise error
+        finally:
+            stream.close()
+
+    return stream_generate
+
+
+def post_speech(url: str, **fields) -> tuple[int, HTTPResponse]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = HTTPConnection(host, int(port), timeout=30)
+    body = {"input": TEXT, "voice": "alloy", **fields}
+    conn.request("POST", "/v1/audio/speech", json.dumps(body), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, response
+
+
+LATE = "the voice broke; check `instruct`"
+LATE_SHOWN = "the voice broke; check 'instructions'"  # in request field names
+
+
+@pytest.mark.parametrize("error", [qt.SynthesisError(LATE, "instruct"), ZeroDivisionError("a bug")])
+@pytest.mark.parametrize("fmt", ["pcm", "wav"] + (["mp3"] if server.mp3_supported() else []))
+def test_an_error_after_the_status_line_cuts_the_stream(url, cv, monkeypatch, fmt, error):
+    """Not a short file that looks complete: the stream ends without its last chunk, an error."""
+    monkeypatch.setattr(cv, "stream_generate", fail_after_first_chunk(cv, error))
+    status, response = post_speech(url, response_format=fmt)
+    assert status == 200
+    with pytest.raises(IncompleteRead):
+        response.read()
+    monkeypatch.undo()
+    assert speak(make_client(url))  # the worker survived
+
+
+def test_an_error_before_flac_is_sent_is_a_400(url, cv, monkeypatch):
+    """FLAC is sent whole at the end, so an error on the way still gets its status code."""
+    late = fail_after_first_chunk(cv, qt.SynthesisError(LATE, "instruct"))
+    monkeypatch.setattr(cv, "stream_generate", late)
+    status, response = post_speech(url, response_format="flac")
+    error = json.loads(response.read())["error"]
+    assert (status, error["param"], error["code"]) == (400, "instructions", "synthesis")
+    assert error["message"] == LATE_SHOWN
+
+
+def test_an_error_after_the_status_line_is_an_sse_error_event(url, cv, monkeypatch):
+    late = fail_after_first_chunk(cv, qt.SynthesisError(LATE, "instruct"))
+    monkeypatch.setattr(cv, "stream_generate", late)
+    status, response = post_speech(url, response_format="pcm", stream_format="sse")
+    lines = response.read().decode().splitlines()
+    events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
+    assert status == 200 and [e["type"] for e in events] == ["speech.audio.delta", "error"]
+    assert events[-1]["error"]["message"] == LATE_SHOWN
+    assert events[-1]["error"]["param"] == "instructions"
 
 
 def test_a_bug_is_a_500_json_error(client, cv, monkeypatch):
@@ -229,8 +406,9 @@ def test_a_bug_is_a_500_json_error(client, cv, monkeypatch):
     with pytest.raises(openai.InternalServerError) as info:
         speak(client)
     assert info.value.status_code == 500 and info.value.type == "server_error"
+    assert info.value.response.headers["connection"] == "close"  # uvicorn closes it after a bug
     monkeypatch.undo()
-    assert speak(client)  # the worker survived
+    assert speak(client)  # the worker survived, and the client did not reuse the closed connection
 
 
 # ----------------------------------------------------------------------------- listings
@@ -294,6 +472,7 @@ def test_full_queue_answers_429(cv):
             gate.set()
             assert all(len(w.result(timeout=60)) > 0 for w in waiting)
     assert info.value.code == "queue_full" and info.value.status_code == 429
+    assert int(info.value.response.headers["retry-after"]) >= 1
 
 
 def test_client_disconnect_stops_synthesis(cv):
@@ -311,6 +490,35 @@ def test_client_disconnect_stops_synthesis(cv):
         assert synth.pending == 0
         # 400 frames take over 20 s here; the worker stopped at the next chunk instead.
         assert time.monotonic() - start < 15
+
+
+def test_a_client_that_left_while_queued_is_not_synthesized(cv, monkeypatch):
+    spoken = []
+    real = cv.stream_generate
+    monkeypatch.setattr(cv, "stream_generate", lambda text, **kw: spoken.append(text) or real(text, **kw))
+    app = server.build_app(cv, max_frames=2)
+    synth = app.state.server.synth
+    gate = threading.Event()
+    with running(app) as base:
+        port = int(base.rsplit(":", 1)[1])
+        synth.executor.submit(gate.wait, 30)  # hold the worker so the request waits in the queue
+        body = json.dumps({"input": "left early", "voice": "alloy", "response_format": "pcm"}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
+                         f"application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            deadline = time.monotonic() + 10
+            while synth.pending < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert synth.pending == 1
+        deadline = time.monotonic() + 5  # the server notices the closed connection
+        while not any(job.cancelled.is_set() for job in synth.jobs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        gate.set()
+        assert speak(make_client(base), input="stayed")
+        deadline = time.monotonic() + 10
+        while synth.pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert spoken == ["stayed"]
 
 
 def test_api_key(cv):
@@ -347,6 +555,40 @@ def test_base_model_speaks_saved_voices(checkpoint, tmp_path):
         server.Voices(base, default="carol", folder=tmp_path)
 
 
+def test_error_messages_name_no_local_paths(checkpoint, tmp_path, monkeypatch):
+    base = qt.load(checkpoint("tiny-1.7b", "base"), dtype="float32")
+    folder = tmp_path / "private voices"  # a space: paths are not cut at the first one
+    hidden = base.config.talker_config.hidden_size
+    qt.VoicePrompt(np.ones(hidden, np.float32)).save_as("alice", folder)
+    (folder / "broken.safetensors").write_bytes(b"not a voice file")
+    app = server.build_app(base, max_frames=2, voices_folder=folder)
+    leaks = (str(tmp_path), str(base.path), "/tmp/", "/home/", "private voices")
+
+    def message_of(**kw) -> str:
+        with pytest.raises(openai.APIStatusError) as info:
+            speak(client, **kw)
+        return info.value.message
+
+    with running(app) as url:
+        client = make_client(url)
+        unknown = message_of(voice="bob")  # the folder was named as where to save voices
+        assert "Voices: alice, broken" in unknown
+        broken = message_of(voice="broken")  # the library's message names the file it read
+        assert "broken.safetensors" in broken and "not a readable voice prompt file" in broken
+
+        def bug(text, **kwargs):
+            raise FileNotFoundError(2, "No such file or directory", str(base.path / "x" / "y.bin"))
+
+        monkeypatch.setattr(base, "stream_generate", bug)
+        bugged = message_of(voice="alice")
+        assert "y.bin" in bugged and "FileNotFoundError" in bugged
+        for message in (unknown, broken, bugged):
+            assert not any(leak in message for leak in leaks), message
+    assert server.scrub_paths(f"in {Path.home()}/ab/x.txt, 'C:/y', ~/z, a/b") == "in x.txt, 'C:/y', z, a/b"
+    assert server.scrub_paths("file '/a b/c.wav' (\"/it's/d\"), Qwen3TTS(path=/etc/e/).") == (
+        "file 'c.wav' (\"d\"), Qwen3TTS(path=e).")
+
+
 def test_voice_design_takes_instructions(checkpoint):
     design = qt.load(checkpoint("tiny-1.7b", "voice_design"), dtype="float32")
     app = server.build_app(design, max_frames=2)
@@ -363,30 +605,102 @@ def test_voice_design_takes_instructions(checkpoint):
 # ----------------------------------------------------------------------------- command line
 
 
+SERVING = re.compile(r"Serving (\S+) \((\w+)\) at (http://127\.0\.0\.1:\d+)/v1")
+
+
+@contextmanager
+def serve_command(cmd: list[str], limit: float = 90):
+    """Run a `serve` command line (with `--port 0`); yields `(proc, base URL, lines read so far)`.
+
+    The process is killed after `limit` seconds whatever happens, so no test can hang on it.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killer = threading.Timer(limit, proc.kill)
+    killer.start()
+    try:
+        lines = []
+        for line in proc.stdout:  # ends when the process does (or is killed)
+            lines.append(line)
+            if match := SERVING.search(line):
+                yield proc, match[3], lines
+                break
+        else:
+            pytest.fail("the server did not start:\n" + "".join(lines))
+    finally:
+        killer.cancel()
+        if proc.poll() is None:  # the test failed while it ran
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
+def serve_cmd(folder, *extra: str, module: str = "mlx_qwen3_tts") -> list[str]:
+    entry = ["-m", module] + (["serve"] if module == "mlx_qwen3_tts" else [])
+    return [sys.executable, *entry, "--model", str(folder), "--dtype", "float32", "--host", "127.0.0.1",
+            "--port", "0", "--max-frames", "2", "--log-level", "warning", *extra]
+
+
 def test_python_m_server_serves_and_shuts_down(checkpoint):
     folder = checkpoint("tiny-0.6b", "custom_voice")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "mlx_qwen3_tts.server", "--model", str(folder), "--dtype", "float32",
-           "--host", "127.0.0.1", "--port", str(port), "--max-frames", "2", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if http(base + "/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
+    with serve_command(serve_cmd(folder, module="mlx_qwen3_tts.server")) as (proc, base, lines):
         data = speak(make_client(base), model=str(folder), response_format="wav")
         audio, sr = sf.read(io.BytesIO(data))
         assert sr == SR and 0 < len(audio) <= 2 * 1920
-    finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0]
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it, so the exit is by that signal.
-    assert proc.returncode in (0, -signal.SIGTERM), out
+        out = "".join(lines) + proc.communicate(timeout=30)[0]
+    # uvicorn shuts down gracefully on SIGTERM and re-raises it after; that is a clean exit here.
+    assert proc.returncode == 0, out
     assert "Traceback" not in out, out
     assert f"Serving {folder.name} (custom_voice)" in out
+
+
+def one_request_then_sigint(folder) -> tuple[int, str]:
+    """`mlx-qwen3-tts serve`: one streamed request, then Ctrl-C; the exit status and the output."""
+    with serve_command(serve_cmd(folder, "--first-chunk-frames", "1", "--chunk-frames", "1")) as (
+            proc, base, lines):
+        with make_client(base).audio.speech.with_streaming_response.create(
+            model="tts-1", voice="ryan", input=TEXT, response_format="pcm"
+        ) as response:
+            assert b"".join(response.iter_bytes())
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    return proc.returncode, "".join(lines) + out
+
+
+def test_serve_exits_0_after_a_request_and_ctrl_c(checkpoint):
+    """#21 case 2: this used to abort (rc 134, "terminate called without an active exception")."""
+    folder = checkpoint("tiny-0.6b", "custom_voice")
+    start = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:  # ten servers at once, each on a port of its own
+        runs = list(pool.map(one_request_then_sigint, [folder] * 10))
+    for rc, out in runs:
+        assert rc == 0 and "Traceback" not in out and "terminate called" not in out, (rc, out)
+    assert time.monotonic() - start < 60
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc = server.main(["--model", "/nonexistent/model", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert err.startswith(f"mlx-qwen3-tts serve: error: cannot listen on 127.0.0.1:{port}: ") and (
+        err.count("\n") == 1), err
+    assert server.main(["--model", "/no/model", "--host", "no-such-host.invalid", "--port", "0"]) == 3
+    assert "cannot listen on no-such-host.invalid:0: " in capsys.readouterr().err
+    assert server.main(["--model", "/nonexistent/model", "--port", "0"]) == 1  # then the model
+    for bad in (["--port", "65536"], ["--max-frames", "0"]):
+        with pytest.raises(SystemExit) as info:
+            server.main(["--model", "/nonexistent/model", *bad])
+        assert info.value.code == 2
+
+
+def test_help_lists_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit) as info:
+        server.main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    for status in ("0 ", "1 ", "2 ", "3 "):
+        assert f"\n  {status}" in out, out
+    assert "cannot listen" in out and "--allowed-host" in out
