@@ -650,6 +650,11 @@ def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dic
 # --------------------------------------------------------------------------- main
 
 
+# What --quick changes (a few minutes): defaults only, so explicit options still apply.
+QUICK = dict(sizes="0.6b", precisions="fp32,bf16", reps=1, frames=16, official_frames=16, split_frames=4,
+             decode_frames=8, mlx_audio_decode_frames=2, long_text_frames=2)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -705,11 +710,10 @@ def parse_args(argv=None):
         p.add_argument(f"--{system}-python", default=python, help=f"python of the {system} venv")
     args = p.parse_args(argv)
     if args.quick:
-        args.sizes, args.precisions, args.reps = "0.6b", "fp32,bf16", 1
-        args.frames = args.official_frames = 16
-        args.split_frames, args.decode_frames, args.mlx_audio_decode_frames = 4, 8, 2
+        # --quick changes the defaults only: options given on the command line still win.
+        p.set_defaults(**QUICK)
+        args = p.parse_args(argv)
         args.no_extras = args.no_extras or not (args.extras or args.extras_only)
-        args.long_text_frames = 2
         args.utterance_seconds = min(args.utterance_seconds, 2.0)
     args.systems = [s for s in args.systems.split(",") if s]
     args.sizes = [s for s in args.sizes.split(",") if s]
