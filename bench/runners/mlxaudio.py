@@ -14,10 +14,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SAMPLE_RATE, main, matmul_gflops, weight_bytes_per_frame  # noqa: E402
 
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
-
-
-
 
 def sampling(spec, model) -> dict:
     options = model._resolve_generation_options(None, None, None, None, None)
@@ -35,13 +31,17 @@ def load(spec, result):
     from mlx_audio.tts.utils import load as load_model
 
     result["versions"] = {"mlx": mx.__version__, "mlx_audio": version("mlx-audio")}
+    if spec.get("device"):
+        mx.set_default_device(getattr(mx, spec["device"]))
+    result["device"] = str(mx.default_device())
     result["gemm_gflops_fp32"] = matmul_gflops(mx)
     start = time.perf_counter()
     model = load_model(Path(spec["model"]))
-    # Activation dtype: mlx-audio runs in the stored dtype; cast the talker (and predictor) like
-    # our `load(dtype=...)` does. Quantized layers keep their packed weights; scales follow.
-    dtype = getattr(mx, spec["dtype"])
-    if model.talker.model.norm.weight.dtype != dtype:
+    # Activation dtype: mlx-audio runs in the stored dtype (its defaults: no dtype in the spec);
+    # else cast the talker (and predictor) like our `load(dtype=...)` does. Quantized layers keep
+    # their packed weights; scales follow.
+    dtype = getattr(mx, spec["dtype"]) if spec.get("dtype") else None
+    if dtype is not None and model.talker.model.norm.weight.dtype != dtype:
         model.talker.set_dtype(dtype)
         mx.eval(model.talker.parameters())
     result["load_s"] = time.perf_counter() - start
