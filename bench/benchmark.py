@@ -170,14 +170,14 @@ def read_bandwidth(threads: int, gib: float = 1.0, repeats: int = 5) -> dict:
             "method": f"numpy float32 max over {gib:g} GiB, {threads} thread(s), best of {repeats}"}
 
 
-def available(system: str, python: str) -> str | None:
-    """None if `python` can import the system, else why not."""
-    if not Path(python).exists():
+def available(system: str, python: str, env: dict | None = None) -> str | None:
+    """None if `python` can import the system (in `env`, default this process's), else why not."""
+    if not Path(python).exists() and not shutil.which(python):
         return f"{python} not found"
     check = SYSTEMS[system][1]
     try:
         r = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                           env={**(env or os.environ), "HF_HUB_OFFLINE": "1"})
     except subprocess.TimeoutExpired:
         return "import check timed out"
     return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["import failed"])[-1]
@@ -224,6 +224,14 @@ def base_env(threads: int) -> dict:
     return env
 
 
+def prepend_pythonpath(env: dict, folder: str | None) -> dict:
+    """`env` with `folder` first on PYTHONPATH: a system's own packages that must not shadow the
+    others' (mlx-audio's on the GPU machine, where every system shares one python)."""
+    if folder:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (folder, env.get("PYTHONPATH")) if p)
+    return env
+
+
 # --------------------------------------------------------------------------- model files
 
 
@@ -248,12 +256,15 @@ def checkpoint(cache: Path, size: str, variant: str, python: str, logs: Path) ->
 
 
 def quantized(cache: Path, system: str, size: str, bits: int, source: Path, python: str,
-              logs: Path) -> tuple[Path | None, str | None]:
-    """A `bits`-bit folder made by `system`'s own converter from `source`: (path, None) or (None, why)."""
+              logs: Path, env: dict | None = None) -> tuple[Path | None, str | None]:
+    """A `bits`-bit folder made by `system`'s own converter from `source`: (path, None) or (None, why).
+
+    `env`: the converter's environment (default: `base_env(2)`).
+    """
     path = cache / system / f"{size}-custom_voice-q{bits}"
     if (path / "config.json").is_file():
         return path, None
-    need_disk(cache, QUANTIZED_GB[size], f"the {system} {bits}-bit {size} folder")
+    need_disk(cache, QUANTIZED_GB.get(size, 0.1), f"the {system} {bits}-bit {size} folder")
     tmp = path.with_name(path.name + f".partial-{os.getpid()}")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     if system == "ours":
@@ -264,7 +275,7 @@ def quantized(cache: Path, system: str, size: str, bits: int, source: Path, pyth
                "--model-domain", "tts", "-q", "--q-bits", str(bits)]
     log(f"converting {size} to {bits} bits with {system}'s converter -> {path}")
     name = f"convert-{system}-{size}-q{bits}.log"
-    rc, _ = run_cmd(cmd, logs / name, 3600, base_env(2))
+    rc, _ = run_cmd(cmd, logs / name, 3600, env or base_env(2))
     if rc != 0 or not (tmp / "config.json").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
         return None, f"n/a ({system}'s converter failed, see {name})"

@@ -4,11 +4,13 @@
 package.) Everything timed is mlx-audio's own code: `Model.generate` for the frame loop (its
 final codec decode stubbed out and timed separately on fewer frames, being slow on CPU),
 `talker(...)` and `_predict_code_tokens(...)` for the split, `speech_tokenizer.decode` for the
-codec, and `generate(stream=True)` for the time to first audio.
+codec, and `generate(stream=True)` for the time to first audio. Mode "host_time" (for
+`bench/host_time.py`) counts host syncs per frame in the same `Model.generate` loop.
 """
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -120,7 +122,7 @@ def split_loop(model, spec, frames):
             "other_ms": 1000 * (total - prefill - talker_s - cp_s) / frames}
 
 
-def run(spec, result):
+def run_speed(spec, result):
     import mlx.core as mx
     import numpy as np
 
@@ -162,6 +164,50 @@ def run(spec, result):
                           "first_chunk_frames": int(chunk.token_count)}
         stream.close()
     result["peak_mlx_gb"] = mx.get_peak_memory() / 1e9
+
+
+@contextmanager
+def talker_calls(model, mark):
+    """`mark()`s at every talker call, collected in the list this yields.
+
+    mlx-audio's loop starts each step with the talker: the first call is the prefill, each later
+    one begins a frame, so consecutive later marks bound one frame each.
+    """
+    cls = type(model.talker)
+    own = "__call__" in cls.__dict__
+    original = cls.__call__
+    marks = []
+
+    def wrapper(self, *args, **kwargs):
+        if self is model.talker:
+            marks.append(mark())
+        return original(self, *args, **kwargs)
+
+    cls.__call__ = wrapper
+    try:
+        yield marks
+    finally:
+        if own:
+            cls.__call__ = original
+        else:
+            del cls.__call__
+
+
+def run_host_time(spec, result):
+    """Host time and syncs per frame of `Model.generate` (bench/host_time.py)."""
+    from _syncs import SyncCounter, per_frame
+
+    model = load(spec, result)
+    frame_loop(model, spec, spec["warmup_frames"])
+    with SyncCounter() as syncs, talker_calls(model, syncs.mark) as marks:
+        frame_loop(model, spec, spec["frames"])
+    result["host"] = per_frame(marks[1:])  # marks[0]: the prefill
+    result["host"]["method"] = "intervals between talker decode-step calls in Model.generate"
+
+
+def run(spec, result):
+    modes = {"speed": run_speed, "host_time": run_host_time}
+    modes[spec.get("mode", "speed")](spec, result)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Modes (spec["mode"]):
 * clone_prefix: prefill of a voice-clone prompt with and without the cached voice prefix.
 * long_text: peak memory of one `generate` call on a long text, split into pieces.
 * utterance: peak memory of one long utterance against the weights.
+* host_time: host time and host syncs per frame (`bench/host_time.py`).
 
 Only the public surface is used: `tts.job(...)` for requests, `tts.engine` (model, prompt
 embedder, voice prefixes, speech tokenizer) and `generate.generate_step`. Every loaded model does
@@ -345,9 +346,33 @@ def run_utterance(spec, result):
     }
 
 
+def marked_frames(tts, request):
+    """Frame boundaries of one request's frame loop with its host syncs counted, on the model's
+    thread (where the loop runs, and where the counter must be entered)."""
+    from _syncs import SyncCounter
+
+    def run():
+        with SyncCounter() as syncs:
+            return [syncs.mark() for _ in frames_of(tts, request)]
+
+    return tts.thread.run(run)
+
+
+def run_host_time(spec, result):
+    """Host time and syncs per frame of the frame loop (bench/host_time.py)."""
+    from _syncs import per_frame
+
+    tts = load(spec, result)
+    marked_frames(tts, speed_request(tts, spec, spec["warmup_frames"]))
+    marks = marked_frames(tts, speed_request(tts, spec, spec["frames"]))
+    # Boundaries are frames handed to the caller: prefill and the first frame come before the first.
+    result["host"] = per_frame(marks)
+    result["host"]["method"] = "intervals between frames yielded by generate.generate_step"
+
+
 def run(spec, result):
     modes = {"speed": run_speed, "clone_prefix": run_clone_prefix, "long_text": run_long_text,
-             "utterance": run_utterance}
+             "utterance": run_utterance, "host_time": run_host_time}
     modes[spec["mode"]](spec, result)
 
 
