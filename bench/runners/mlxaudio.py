@@ -10,8 +10,10 @@ codec, and `generate(stream=True)` for the time to first audio. Mode "host_time"
 
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SAMPLE_RATE, main, matmul_gflops, weight_bytes_per_frame  # noqa: E402
@@ -167,7 +169,7 @@ def run_speed(spec, result):
 
 
 @contextmanager
-def talker_calls(model, mark):
+def talker_calls(model: Any, mark: Callable[[], Any]) -> Iterator[list]:
     """`mark()`s at every talker call, collected in the list this yields.
 
     mlx-audio's loop starts each step with the talker: the first call is the prefill, each later
@@ -193,7 +195,7 @@ def talker_calls(model, mark):
             del cls.__call__
 
 
-def run_host_time(spec, result):
+def run_host_time(spec: dict, result: dict) -> None:
     """Host time and syncs per frame of `Model.generate` (bench/host_time.py)."""
     from _syncs import SyncCounter, per_frame
 
@@ -205,7 +207,7 @@ def run_host_time(spec, result):
     result["host"]["method"] = "intervals between talker decode-step calls in Model.generate"
 
 
-def run(spec, result):
+def run(spec: dict, result: dict) -> None:
     modes = {"speed": run_speed, "host_time": run_host_time}
     modes[spec.get("mode", "speed")](spec, result)
 

@@ -13,9 +13,19 @@ its MLX work on its own thread, so anything that touches `tts.engine` runs throu
 `tts.thread.run` (arrays made on that thread cannot be evaluated on another).
 """
 
+from __future__ import annotations  # the annotations name types the runner imports lazily
+
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mlx_qwen3_tts import Qwen3TTS
+    from mlx_qwen3_tts.request import Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SAMPLE_RATE, main, matmul_gflops, peak_rss_gb, stats, weight_bytes_per_frame  # noqa: E402
@@ -23,14 +33,14 @@ from _common import SAMPLE_RATE, main, matmul_gflops, peak_rss_gb, stats, weight
 SPLIT_ERRORS = (AttributeError, TypeError, ValueError, RuntimeError)  # the loop changed under the wrappers
 
 
-def sampling_kwargs(spec):
+def sampling_kwargs(spec: dict) -> dict[str, Any]:
     kwargs = dict(speaker=spec["speaker"], language=spec["language"], seed=spec["seed"])
     if spec.get("greedy"):
         kwargs.update(temperature=0.0, subtalker_temperature=0.0)
     return kwargs
 
 
-def load(spec, result):
+def load(spec: dict, result: dict) -> Qwen3TTS:
     """`qt.load` as the spec asks; no dtype (or device) argument at all when it names none."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -50,19 +60,19 @@ def load(spec, result):
     return tts
 
 
-def request_for(tts, text, **kwargs):
+def request_for(tts: Qwen3TTS, text: str, **kwargs: Any) -> Request:
     """The one request `tts.generate(text, **kwargs)` would run (texts here are one piece)."""
     job = tts.job(text, **kwargs)
     assert len(job.requests) == 1, f"the benchmark text became {len(job.requests)} pieces"
     return job.requests[0]
 
 
-def speed_request(tts, spec, frames):
+def speed_request(tts: Qwen3TTS, spec: dict, frames: int) -> Request:
     # No runaway guard: the benchmark asks for exactly `frames` frames (EOS cannot win).
     return request_for(tts, spec["text"], max_frames=frames, runaway_guard=False, **sampling_kwargs(spec))
 
 
-def frames_of(tts, request):
+def frames_of(tts: Qwen3TTS, request: Request) -> Iterator[np.ndarray]:
     """`request`'s frames as `generate_codes` consumes them, `[16]` codes each; call on the
     model's thread. `generate_step` without a voice prefix: the whole prompt is prefilled, as in
     the other systems. With one request, every frame the loop yields is one of its frames (the
@@ -76,7 +86,7 @@ def frames_of(tts, request):
         yield np.asarray(frame.codes)[0]
 
 
-def frame_times(tts, request):
+def frame_times(tts: Qwen3TTS, request: Request) -> tuple[np.ndarray, list[float]]:
     """`(codes [frames, 16], seconds from the call to each frame reaching the caller)`.
 
     The frame loop alone (prefill and the first frame excluded) is `times[-1] - times[0]` for
@@ -94,7 +104,7 @@ def frame_times(tts, request):
     return tts.thread.run(run)
 
 
-def frame_loop(tts, spec, frames):
+def frame_loop(tts: Qwen3TTS, spec: dict, frames: int) -> tuple[np.ndarray, str, list[float]]:
     """Prompt building, prefill and the frame loop: `(codes, finish reason, frame times)`."""
     start = time.perf_counter()
     request = speed_request(tts, spec, frames)
@@ -104,7 +114,7 @@ def frame_loop(tts, spec, frames):
     return codes, reason, [build + t for t in times]
 
 
-def split_loop(tts, spec, frames):
+def split_loop(tts: Qwen3TTS, spec: dict, frames: int) -> dict[str, Any]:
     """The same loop with the talker and the code predictor timed (and synchronised) one by one.
 
     Wraps `Talker.__call__` and the code predictor `generate_step` calls: the callable that
@@ -166,7 +176,7 @@ def split_loop(tts, spec, frames):
             "code_predictor_ms": 1000 * sum(cp_times) / n, "other_ms": 1000 * rest / n}
 
 
-def decode_seconds(tts, codes, repeats: int = 1):
+def decode_seconds(tts: Qwen3TTS, codes: np.ndarray, repeats: int = 1) -> tuple[float, np.ndarray]:
     """`(best seconds, audio)` of the one-shot codec decode, after a 2-frame warm-up."""
     def run():
         tts.speech_tokenizer.decode(codes[:2])
@@ -180,7 +190,7 @@ def decode_seconds(tts, codes, repeats: int = 1):
     return tts.thread.run(run)
 
 
-def prefill_seconds(tts, request):
+def prefill_seconds(tts: Qwen3TTS, request: Request) -> float:
     """The prompt's forward pass alone (warm), evaluated."""
     import mlx.core as mx
 
@@ -192,7 +202,7 @@ def prefill_seconds(tts, request):
     return tts.thread.run(run)
 
 
-def first_chunk_decode_seconds(tts, codes):
+def first_chunk_decode_seconds(tts: Qwen3TTS, codes: np.ndarray) -> float:
     """A fresh stream decoder's first step on `codes`."""
     def run():
         decoder = tts.speech_tokenizer.stream_decoder()
@@ -203,7 +213,7 @@ def first_chunk_decode_seconds(tts, codes):
     return tts.thread.run(run)
 
 
-def time_to_first_audio(tts, spec, codes, result):
+def time_to_first_audio(tts: Qwen3TTS, spec: dict, codes: np.ndarray, result: dict) -> None:
     """Streaming text (non_streaming_mode=False), the layout mlx-audio streams with: the prompt
     holds the first text token, the rest comes in with the frames."""
     first_chunk = spec["first_chunk_frames"]
@@ -226,7 +236,7 @@ def time_to_first_audio(tts, spec, codes, result):
     stream.close()
 
 
-def run_speed(spec, result):
+def run_speed(spec: dict, result: dict) -> None:
     import mlx.core as mx
     import numpy as np
 
@@ -271,7 +281,7 @@ def reference_voice(seconds: float, seed: int = 0):
     return wav.astype(np.float32), SAMPLE_RATE
 
 
-def first_frame_seconds(tts, spec, voice):
+def first_frame_seconds(tts: Qwen3TTS, spec: dict, voice: Any) -> tuple[float, Any]:
     """`(seconds, prompt)` from building a voice-clone request to its first frame, through the
     engine's frame loop, which reuses the voice prefix's KV cache when it holds one."""
     import numpy as np
@@ -287,7 +297,7 @@ def first_frame_seconds(tts, spec, voice):
     return tts.thread.run(run)
 
 
-def run_clone_prefix(spec, result):
+def run_clone_prefix(spec: dict, result: dict) -> None:
     """Time to the first frame of a voice-clone prompt: cold (prefix computed) vs cached."""
     tts = load(spec, result)
     start = time.perf_counter()
@@ -308,16 +318,28 @@ def run_clone_prefix(spec, result):
     }
 
 
-def run_long_text(spec, result):
+def run_long_text(spec: dict, result: dict) -> None:
+    """Peak memory of one `generate` call on a long text, at most `max_frames` frames per piece.
+
+    `max_frames` caps a whole call, so the per-piece cap is a runaway guard that stops each piece
+    after that many frames (the checkpoint's EOS never wins); its warnings are expected.
+    """
+    import warnings
+
     import mlx.core as mx
+
+    import mlx_qwen3_tts as qt
 
     tts = load(spec, result)
     text = spec["long_text"]
-    kwargs = dict(max_frames=spec["max_frames"], runaway_guard=False, **sampling_kwargs(spec))
+    per_piece = qt.RunawayGuard(base_frames=spec["max_frames"], frames_per_token=0.0)
+    kwargs = dict(runaway_guard=per_piece, **sampling_kwargs(spec))
     pieces = len(tts.job(text, **kwargs).requests)
     rss_before = peak_rss_gb()
     start = time.perf_counter()
-    out = tts.generate(text, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", qt.RunawayWarning)
+        out = tts.generate(text, **kwargs)
     result["long_text"] = {
         "chars": len(text), "pieces": pieces, "frames": out.frames,
         "audio_s": out.seconds, "seconds": time.perf_counter() - start,
@@ -327,7 +349,7 @@ def run_long_text(spec, result):
     result["peak_mlx_gb"] = mx.get_peak_memory() / 1e9
 
 
-def run_utterance(spec, result):
+def run_utterance(spec: dict, result: dict) -> None:
     """Peak memory of one long utterance (frame loop + one-shot decode) against the weights."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -346,7 +368,7 @@ def run_utterance(spec, result):
     }
 
 
-def marked_frames(tts, request):
+def marked_frames(tts: Qwen3TTS, request: Request) -> list:
     """Frame boundaries of one request's frame loop with its host syncs counted, on the model's
     thread (where the loop runs, and where the counter must be entered)."""
     from _syncs import SyncCounter
@@ -358,7 +380,7 @@ def marked_frames(tts, request):
     return tts.thread.run(run)
 
 
-def run_host_time(spec, result):
+def run_host_time(spec: dict, result: dict) -> None:
     """Host time and syncs per frame of the frame loop (bench/host_time.py)."""
     from _syncs import per_frame
 
@@ -370,7 +392,7 @@ def run_host_time(spec, result):
     result["host"]["method"] = "intervals between frames yielded by generate.generate_step"
 
 
-def run(spec, result):
+def run(spec: dict, result: dict) -> None:
     modes = {"speed": run_speed, "clone_prefix": run_clone_prefix, "long_text": run_long_text,
              "utterance": run_utterance, "host_time": run_host_time}
     modes[spec["mode"]](spec, result)
