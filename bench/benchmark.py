@@ -11,6 +11,8 @@ the same thread count. A precision is a weight format plus an activation dtype:
     q4-bf16   4-bit weights, bfloat16 activations
     q8-fp32   8-bit weights, float32 activations (scales cast at load)
     q4-fp32   4-bit weights, float32 activations
+    defaults  the bf16 file as each system loads it with no dtype argument and (for MLX) no
+              LD_PRELOAD: what a new user gets after `pip install`
 
 On Linux, MLX's CPU wheel links a slow reference BLAS, and MLX calls only `cblas_sgemm`
 (also for a one-row matrix-vector product), so the BLAS decides the speed of every float32
@@ -63,10 +65,12 @@ LONG_SENTENCES = [
 class Precision:
     name: str
     bits: int | None  # None: float weights (the bf16 file)
-    activation: str  # "bfloat16" or "float32"
+    activation: str | None  # "bfloat16", "float32", or None: the system's default, no BLAS preload
 
     @property
     def label(self) -> str:
+        if self.activation is None:
+            return "defaults"
         act = "bf16" if self.activation == "bfloat16" else "fp32"
         return act if self.bits is None else f"{self.bits}-bit/{act}"
 
@@ -75,6 +79,7 @@ PRECISIONS = {p.name: p for p in [
     Precision("bf16", None, "bfloat16"), Precision("fp32", None, "float32"),
     Precision("q8-bf16", 8, "bfloat16"), Precision("q4-bf16", 4, "bfloat16"),
     Precision("q8-fp32", 8, "float32"), Precision("q4-fp32", 4, "float32"),
+    Precision("defaults", None, None),
 ]}
 SYSTEMS = {
     # name: (runner script, import check, default venv python)
@@ -165,14 +170,14 @@ def read_bandwidth(threads: int, gib: float = 1.0, repeats: int = 5) -> dict:
             "method": f"numpy float32 max over {gib:g} GiB, {threads} thread(s), best of {repeats}"}
 
 
-def available(system: str, python: str) -> str | None:
-    """None if `python` can import the system, else why not."""
-    if not Path(python).exists():
+def available(system: str, python: str, env: dict | None = None) -> str | None:
+    """None if `python` can import the system (in `env`, default this process's), else why not."""
+    if not Path(python).exists() and not shutil.which(python):
         return f"{python} not found"
     check = SYSTEMS[system][1]
     try:
         r = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                           env={**(env or os.environ), "HF_HUB_OFFLINE": "1"})
     except subprocess.TimeoutExpired:
         return "import check timed out"
     return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["import failed"])[-1]
@@ -219,6 +224,14 @@ def base_env(threads: int) -> dict:
     return env
 
 
+def prepend_pythonpath(env: dict, folder: str | None) -> dict:
+    """`env` with `folder` first on PYTHONPATH: a system's own packages that must not shadow the
+    others' (mlx-audio's on the GPU machine, where every system shares one python)."""
+    if folder:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (folder, env.get("PYTHONPATH")) if p)
+    return env
+
+
 # --------------------------------------------------------------------------- model files
 
 
@@ -243,12 +256,15 @@ def checkpoint(cache: Path, size: str, variant: str, python: str, logs: Path) ->
 
 
 def quantized(cache: Path, system: str, size: str, bits: int, source: Path, python: str,
-              logs: Path) -> tuple[Path | None, str | None]:
-    """A `bits`-bit folder made by `system`'s own converter from `source`: (path, None) or (None, why)."""
+              logs: Path, env: dict | None = None) -> tuple[Path | None, str | None]:
+    """A `bits`-bit folder made by `system`'s own converter from `source`: (path, None) or (None, why).
+
+    `env`: the converter's environment (default: `base_env(2)`).
+    """
     path = cache / system / f"{size}-custom_voice-q{bits}"
     if (path / "config.json").is_file():
         return path, None
-    need_disk(cache, QUANTIZED_GB[size], f"the {system} {bits}-bit {size} folder")
+    need_disk(cache, QUANTIZED_GB.get(size, 0.1), f"the {system} {bits}-bit {size} folder")
     tmp = path.with_name(path.name + f".partial-{os.getpid()}")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     if system == "ours":
@@ -259,7 +275,7 @@ def quantized(cache: Path, system: str, size: str, bits: int, source: Path, pyth
                "--model-domain", "tts", "-q", "--q-bits", str(bits)]
     log(f"converting {size} to {bits} bits with {system}'s converter -> {path}")
     name = f"convert-{system}-{size}-q{bits}.log"
-    rc, _ = run_cmd(cmd, logs / name, 3600, base_env(2))
+    rc, _ = run_cmd(cmd, logs / name, 3600, env or base_env(2))
     if rc != 0 or not (tmp / "config.json").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
         return None, f"n/a ({system}'s converter failed, see {name})"
@@ -306,10 +322,16 @@ def speed_spec(system: str, size: str, precision: Precision, model: Path, args) 
             "decode_frames": decode, "ttfa": not args.no_ttfa, "first_chunk_frames": 2}
 
 
-def runner_env(system: str, args) -> dict:
+def runner_env(system: str, args, precision: Precision | None = None) -> dict:
+    """The runner's environment: thread limits, and the BLAS preload for MLX systems, except in
+    the defaults row (a new user sets no LD_PRELOAD)."""
     env = base_env(args.threads)
-    if system in MLX_SYSTEMS and args.blas_path:
+    defaults = precision is not None and precision.activation is None
+    if system in MLX_SYSTEMS and args.blas_path and not defaults:
         env["LD_PRELOAD"] = args.blas_path
+    if system == "ours" and not defaults and getattr(args, "blas_name", "") != "mkl":
+        # Ours loads MKL itself (mlx_qwen3_tts/blas.py); another BLAS asked for must stay.
+        env["MLX_QWEN3_TTS_MKL"] = "0"
     return env
 
 
@@ -338,7 +360,7 @@ def run_speed(args, files: dict, logs: Path, results: list[dict], save) -> None:
                         continue
                     tag = f"{system}-{size}-{pname}-rep{rep}"
                     spec = speed_spec(system, size, precision, model, args)
-                    r = run_one(system, spec, args, tag, logs, runner_env(system, args))
+                    r = run_one(system, spec, args, tag, logs, runner_env(system, args, precision))
                     r.update(size=size, precision=pname, rep=rep)
                     results.append(r)
                     save()
@@ -385,6 +407,22 @@ def fps(r: dict) -> float:
     return loop["frames"] / loop["seconds"] if loop.get("seconds") else float("nan")
 
 
+def loop_rate(r: dict) -> float | None:
+    """Frames/s of the frame loop alone, prefill excluded.
+
+    Ours reports it (from the first frame handed out to the last); for the others it is the timed
+    loop minus the split's prefill (the official runner times both inside the same call;
+    mlx-audio's prefill comes from its separate, synchronised split loop).
+    """
+    loop = r.get("loop") or {}
+    if loop.get("frame_loop_s"):
+        return loop["frame_loop_frames"] / loop["frame_loop_s"]
+    prefill = (r.get("split") or {}).get("prefill_s")
+    if prefill is not None and loop.get("seconds", 0) > prefill:
+        return loop["frames"] / (loop["seconds"] - prefill)
+    return None
+
+
 def decode_rate(r: dict) -> float | None:
     d = r.get("decode")
     return d["seconds"] / d["audio_s"] if d and d.get("audio_s") else None
@@ -392,7 +430,7 @@ def decode_rate(r: dict) -> float | None:
 
 def metrics(r: dict) -> dict[str, float]:
     """Per-repetition numbers of one speed result (absent ones left out)."""
-    m = {"load_s": r.get("load_s"), "fps": fps(r) if r.get("loop") else None,
+    m = {"load_s": r.get("load_s"), "fps": fps(r) if r.get("loop") else None, "loop_fps": loop_rate(r),
          "decode_per_audio_s": decode_rate(r), "peak_mlx_gb": r.get("peak_mlx_gb"),
          "peak_rss_gb": r.get("peak_rss_gb"), "ttfa_s": (r.get("ttfa") or {}).get("seconds")}
     split = r.get("split") or {}
@@ -411,7 +449,7 @@ def metrics(r: dict) -> dict[str, float]:
     return {k: v for k, v in m.items() if v is not None}
 
 
-HIGHER_IS_BETTER = {"fps"}
+HIGHER_IS_BETTER = {"fps", "loop_fps"}
 
 
 def summarise(results: list[dict], bandwidth: float) -> dict:
@@ -445,7 +483,10 @@ def summarise(results: list[dict], bandwidth: float) -> dict:
                 roof = bandwidth * 1e9 / bpf
                 s["roofline"] = {"bytes_per_frame": bpf, "frames_per_s": roof,
                                  "fraction": s["fps"]["median"] / roof}
+                if "loop_fps" in s:
+                    s["roofline"]["loop_fraction"] = s["loop_fps"]["median"] / roof
             s["blas"] = first.get("blas")
+            s["talker_dtype"] = first.get("talker_dtype")
             s["gemm_gflops_fp32"] = first.get("gemm_gflops_fp32")
             s["versions"] = first.get("versions")
         summary[key] = s
@@ -461,10 +502,12 @@ def cell(s: dict, name: str, fmt: str = "{:.2f}") -> str:
 
 
 def speed_table(summary: dict, args) -> str:
-    head = ("| size | precision | system | load s | frames/s | prefill s | talker ms/step | "
-            "code pred. ms/frame | other ms/frame | decode s per audio s | RTF | TTFA s | "
-            "peak MLX GB | max RSS GB | weights MB/frame | roofline frames/s | % of roofline |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    head = ("| size | precision | system | load s | frames/s | loop frames/s (prefill excl.) | prefill s | "
+            "talker ms/step | code pred. ms/frame | other ms/frame | decode s per audio s | RTF | TTFA s | "
+            "peak MLX GB | max RSS GB | weights MB/frame | roofline frames/s | % of roofline | "
+            "% of roofline (loop) |")
+    columns = head.count("|") - 1
+    lines = [head, "|" + "---|" * columns]
     for size in args.sizes:
         for pname in args.precisions:
             for system in args.systems:
@@ -474,7 +517,7 @@ def speed_table(summary: dict, args) -> str:
                 label = PRECISIONS[pname].label
                 if s.get("skipped") or not s["n"]:
                     why = s.get("skipped") or ("error: " + "; ".join(sorted(set(s["errors"])))[:120])
-                    lines.append(f"| {size} | {label} | {system} | {why} |" + " |" * 14)
+                    lines.append(f"| {size} | {label} | {system} | {why} |" + " |" * (columns - 4))
                     continue
                 roof = s.get("roofline") or {}
                 split = [cell(s, "prefill_s")] + [cell(s, k, "{:.0f}")
@@ -482,18 +525,20 @@ def speed_table(summary: dict, args) -> str:
                 if s.get("split_error"):
                     split = ["n/a"] * 4
                 lines.append("| " + " | ".join([
-                    size, label, system, cell(s, "load_s", "{:.1f}"), cell(s, "fps", "{:.3f}"), *split,
+                    size, label, system, cell(s, "load_s", "{:.1f}"), cell(s, "fps", "{:.3f}"),
+                    cell(s, "loop_fps", "{:.3f}"), *split,
                     cell(s, "decode_per_audio_s"), cell(s, "rtf", "{:.1f}"), cell(s, "ttfa_s"),
                     cell(s, "peak_mlx_gb"), cell(s, "peak_rss_gb"),
                     f"{roof['bytes_per_frame'] / 1e6:.0f}" if roof else "–",
                     f"{roof['frames_per_s']:.2f}" if roof else "–",
                     f"{100 * roof['fraction']:.0f} %" if roof else "–",
+                    f"{100 * roof['loop_fraction']:.0f} %" if "loop_fraction" in roof else "–",
                 ]) + " |")
     return "\n".join(lines)
 
 
 RATIO_METRICS = [
-    ("fps", "frames/s"), ("prefill_s", "prefill"), ("talker_ms", "talker ms"),
+    ("fps", "frames/s"), ("loop_fps", "loop frames/s"), ("prefill_s", "prefill"), ("talker_ms", "talker ms"),
     ("code_predictor_ms", "code pred. ms"), ("decode_per_audio_s", "decode s/audio s"), ("rtf", "RTF"),
     ("ttfa_s", "TTFA"), ("load_s", "load s"), ("peak_rss_gb", "max RSS"),
 ]
@@ -524,7 +569,7 @@ def ratio_table(summary: dict, args) -> str:
 
 
 def targets_table(summary: dict, args) -> str:
-    """Issue #8's speed targets, checked on this run's medians."""
+    """Issues #8's and #20's speed targets, checked on this run's medians."""
     lines = []
 
     def med(size, pname, system, metric):
@@ -546,8 +591,10 @@ def targets_table(summary: dict, args) -> str:
                     f"- {size} {pname}: end to end {ratio:.2f}x faster than mlx-audio (target 3x: "
                     f"{verdict(ratio >= 3)}); frame loop {ours_ms:.0f} vs {theirs_ms:.0f} ms per "
                     f"frame (not slower: {verdict(ours_ms <= theirs_ms)})")
-        ours = {p: med(size, p, "ours", "rtf") for p in args.precisions}
-        official = {p: med(size, p, "official", "rtf") for p in args.precisions}
+        # Issue #8 compares chosen settings; the defaults row has its own target (issue #20).
+        chosen = [p for p in args.precisions if p != "defaults"]
+        ours = {p: med(size, p, "ours", "rtf") for p in chosen}
+        official = {p: med(size, p, "official", "rtf") for p in chosen}
         ours, official = {p: v for p, v in ours.items() if v}, {p: v for p, v in official.items() if v}
         if ours and official:
             best, ref = min(ours, key=ours.get), min(official, key=official.get)
@@ -566,7 +613,31 @@ def targets_table(summary: dict, args) -> str:
                     text += (f"; mlx-audio's {theirs:.2f} s is {theirs / ttfa:.1f}x longer (target 10x: "
                              f"{verdict(theirs >= 10 * ttfa)})")
                 lines.append(text)
+        lines += issue20_targets(size, summary, med, verdict)
     return "\n".join(lines)
+
+
+def issue20_targets(size: str, summary: dict, med, verdict) -> list[str]:
+    """Issue #20: the defaults row against mlx-audio's defaults; at fp32 (our best CPU setting)
+    the frame loop against the roofline and the codec against the official model's."""
+    lines = []
+    ours, theirs = med(size, "defaults", "ours", "rtf"), med(size, "defaults", "mlx-audio", "rtf")
+    if ours and theirs:
+        ratio = theirs / ours
+        lines.append(f"- {size} defaults (no dtype argument, no LD_PRELOAD): end to end {ratio:.2f}x faster "
+                     f"than mlx-audio at its defaults (RTF {ours:.1f} vs {theirs:.1f}; target 8x: "
+                     f"{verdict(ratio >= 8)})")
+    loop, fps_ = med(size, "fp32", "ours", "loop_fps"), med(size, "fp32", "ours", "fps")
+    roof = ((summary.get((size, "fp32", "ours")) or {}).get("roofline") or {}).get("frames_per_s")
+    if loop and roof:
+        lines.append(f"- {size} fp32: frame loop alone {loop:.2f} frames/s = {100 * loop / roof:.0f} % of "
+                     f"the bandwidth roofline {roof:.2f} (target 85 %: {verdict(loop >= 0.85 * roof)}; "
+                     f"with prefill {100 * fps_ / roof:.0f} %)")
+    ours, official = (med(size, "fp32", s, "decode_per_audio_s") for s in ("ours", "official"))
+    if ours and official:
+        lines.append(f"- {size} fp32: codec decode {ours:.2f} s per audio s vs the official model's "
+                     f"{official:.2f} (not slower: {verdict(ours <= official)})")
+    return lines
 
 
 def extras_table(extras: list[dict]) -> str:
@@ -599,10 +670,17 @@ def extras_table(extras: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def defaults_lines(summary: dict) -> list[str]:
+    """What each system's defaults row ran with: talker dtype and the BLAS it saw."""
+    seen = [f"{k[2]} {k[0]}: talker {s.get('talker_dtype') or '?'}, {s['blas']}"
+            for k, s in summary.items() if k[1] == "defaults" and s.get("blas")]
+    return [f"- defaults row (no dtype argument, no LD_PRELOAD): {'; '.join(seen)}"] if seen else []
+
+
 def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dict]) -> str:
     blas = []
     for system in args.systems:
-        groups = [s for k, s in summary.items() if k[2] == system and s.get("blas")]
+        groups = [s for k, s in summary.items() if k[2] == system and s.get("blas") and k[1] != "defaults"]
         if groups:
             gemm = sorted(s["gemm_gflops_fp32"] for s in groups if s.get("gemm_gflops_fp32"))
             rate = f" (MLX float32 512x512 matmul: {gemm[0]:.0f}-{gemm[-1]:.0f} GFLOP/s)" if gemm else ""
@@ -614,8 +692,10 @@ def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dic
         f"- machine: {machine.get('cpu')}, nproc {machine['nproc']}, "
         f"{machine.get('mem_gb', 0):.0f} GB RAM, load average at start {machine['loadavg_start'][0]:.2f}, "
         f"at end {machine.get('loadavg_end', os.getloadavg())[0]:.2f}",
-        f"- threads per system: {args.threads}; BLAS for MLX: {blas_label(args)}",
+        f"- threads per system: {args.threads}; BLAS for MLX: {blas_label(args)}"
+        + (" (not in the defaults row)" if "defaults" in args.precisions else ""),
         *[f"- BLAS seen by {b}" for b in blas],
+        *defaults_lines(summary),
         *[f"- versions {v}" for v in versions],
         f"- memory bandwidth (streaming read): {bandwidth['gb_per_s']:.1f} GB/s ({bandwidth['method']})",
         f"- text: {len(TEXT)} chars, speaker {SPEAKER}, language {LANGUAGE}, "
@@ -624,6 +704,7 @@ def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dic
         f"decode {args.decode_frames} frames (mlx-audio {args.mlx_audio_decode_frames}, official: "
         f"its loop's frames); {args.reps} repetition(s), one process each",
         "- cells: median [best] over repetitions; frames/s = frames / (prompt + prefill + frame loop); "
+        "loop frames/s = the frame loop alone, prefill excluded (see bench/README.md); "
         "prefill and the per-frame split come from a second, synchronised loop; "
         "RTF = 12.5 / frames/s + decode s per audio s; roofline = bandwidth / weight bytes per frame",
         "",
@@ -635,7 +716,7 @@ def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dic
                     "is better for the rest.", "", ratios]
     targets = targets_table(summary, args)
     if targets:
-        out += ["", "Issue #8 targets (medians of this run):", "", targets]
+        out += ["", "Targets of issues #8 and #20 (medians of this run):", "", targets]
     if extras:
         out += ["", "Ours only:", "", extras_table(extras)]
     short = [" ".join(k) for k, s in summary.items() if s.get("short_runs")]
@@ -648,6 +729,11 @@ def report(args, machine: dict, bandwidth: dict, summary: dict, extras: list[dic
 
 
 # --------------------------------------------------------------------------- main
+
+
+# What --quick changes (a few minutes): defaults only, so explicit options still apply.
+QUICK = dict(sizes="0.6b", precisions="fp32,bf16", reps=1, frames=16, official_frames=16, split_frames=4,
+             decode_frames=8, mlx_audio_decode_frames=2, long_text_frames=2)
 
 
 def parse_args(argv=None):
@@ -705,11 +791,10 @@ def parse_args(argv=None):
         p.add_argument(f"--{system}-python", default=python, help=f"python of the {system} venv")
     args = p.parse_args(argv)
     if args.quick:
-        args.sizes, args.precisions, args.reps = "0.6b", "fp32,bf16", 1
-        args.frames = args.official_frames = 16
-        args.split_frames, args.decode_frames, args.mlx_audio_decode_frames = 4, 8, 2
+        # --quick changes the defaults only: options given on the command line still win.
+        p.set_defaults(**QUICK)
+        args = p.parse_args(argv)
         args.no_extras = args.no_extras or not (args.extras or args.extras_only)
-        args.long_text_frames = 2
         args.utterance_seconds = min(args.utterance_seconds, 2.0)
     args.systems = [s for s in args.systems.split(",") if s]
     args.sizes = [s for s in args.sizes.split(",") if s]

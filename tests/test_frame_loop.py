@@ -6,15 +6,19 @@ pin down how the loop runs.
 """
 
 import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
 import mlx_qwen3_tts as qt
-from mlx_qwen3_tts import generate as loop_module
-from mlx_qwen3_tts import synthesis, text_stream
 from mlx_qwen3_tts.generate import FrameLoop, generate_codes
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench" / "runners"))
+from _syncs import SyncCounter  # noqa: E402  (the benchmarks' own counter)
 
 TEXT = "hello world, this is a test of the frame loop."
 GREEDY = dict(temperature=0, subtalker_temperature=0)
@@ -26,52 +30,40 @@ def cv(checkpoint):
     return qt.load(checkpoint("tiny-0.6b", "custom_voice", eos_scale=0.0), dtype="float32")
 
 
-class SyncCounter:
-    """Counts host syncs: `mx.eval`, and `np.array` / `np.asarray` of an `mx.array`.
-
-    (`.item()` and `.tolist()` are nanobind methods, which neither a profiler nor a monkeypatch
-    sees: `test_no_per_frame_module_reads_arrays_with_item_or_tolist` keeps them out instead.)"""
-
-    def __init__(self, tts, monkeypatch):
-        self.tts, self.count = tts, 0
-        real_eval, real_array, real_asarray = mx.eval, np.array, np.asarray
-
-        def counted(real):
-            def wrapper(*args, **kwargs):
-                if real is real_eval or (args and isinstance(args[0], mx.array)):
-                    self.count += 1
-                return real(*args, **kwargs)
-            return wrapper
-
-        monkeypatch.setattr(mx, "eval", counted(real_eval))
-        monkeypatch.setattr(np, "array", counted(real_array))
-        monkeypatch.setattr(np, "asarray", counted(real_asarray))
-
-    def __enter__(self):
-        self.count = 0
-        return self
-
-    def __exit__(self, *exc):
-        pass
+@contextmanager
+def counting_syncs(tts):
+    """Host syncs on the model's thread, where the loop runs: `mx.eval`, numpy conversions of an
+    `mx.array`, its `item`/`tolist`/`bool`/`int`... (bench/runners/_syncs.py, shared with
+    bench/host_time.py)."""
+    counter = SyncCounter()
+    tts.thread.run(counter.__enter__)
+    try:
+        yield counter
+    finally:
+        tts.thread.run(counter.__exit__, None, None, None)
 
 
-def test_one_host_sync_per_frame_in_generate_codes(cv, monkeypatch):
+def total(counter) -> int:
+    return sum(counter.counts.values())
+
+
+def test_one_host_sync_per_frame_in_generate_codes(cv):
     job = cv.job(TEXT, speaker="ryan", seed=1, max_frames=20)
     engine = cv.engine
     prefixes = cv.thread.run(engine._prefixes, job.requests)  # computed before counting
-    with SyncCounter(cv, monkeypatch) as syncs:
+    with counting_syncs(cv) as syncs:
         (codes, reason), = cv.thread.run(generate_codes, engine.model.talker, job.requests,
                                          engine.embedder.tts_pad, prefixes)
     assert codes.shape == (20, 16) and reason == "length"
-    assert syncs.count <= 20
+    assert total(syncs) <= 20, syncs.counts
 
 
 @pytest.mark.parametrize("path", ["stream", "text_stream"])
-def test_streams_add_syncs_per_chunk_only(cv, monkeypatch, path):
+def test_streams_add_syncs_per_chunk_only(cv, path):
     frames, chunk = 24, 6
     kwargs = dict(speaker="ryan", seed=2, max_frames=frames, chunk_frames=chunk, first_chunk_frames=chunk)
     cv.generate(TEXT, speaker="ryan", seed=2, max_frames=2)  # voice prefix cached, predictor compiled
-    with SyncCounter(cv, monkeypatch) as syncs:
+    with counting_syncs(cv) as syncs:
         if path == "stream":
             chunks = list(cv.stream_generate(TEXT, non_streaming_mode=False, **kwargs))
         else:
@@ -80,7 +72,7 @@ def test_streams_add_syncs_per_chunk_only(cv, monkeypatch, path):
                 chunks = list(s.audio()) + list(s.finish())
     assert sum(c.frames for c in chunks) == frames
     # One sync per frame, and a decoded chunk's audio (two per chunk) to the host.
-    assert syncs.count <= frames + 2 * len(chunks) + 3
+    assert total(syncs) <= frames + 2 * len(chunks) + 3, syncs.counts
 
 
 def test_frame_n_plus_one_is_queued_before_frame_n_is_read(cv, monkeypatch):
@@ -184,11 +176,3 @@ def test_a_dropped_row_stops_and_the_others_go_on(cv):
                                                         **GREEDY).codes)
     np.testing.assert_array_equal(codes[1], cv.generate("another text entirely.", speaker="vivian", seed=2,
                                                         max_frames=10, **GREEDY).codes[: len(codes[1])])
-
-
-@pytest.mark.parametrize("module", [loop_module, synthesis, text_stream])
-def test_no_per_frame_module_reads_arrays_with_item_or_tolist(module):
-    # A frame's one sync is `np.array` of its packed codes (counted above); `.item()` and
-    # `.tolist()` would be uncounted syncs (the frame loop used to call both every frame).
-    source = open(module.__file__, encoding="utf-8").read()
-    assert ".item()" not in source and ".tolist()" not in source

@@ -1,7 +1,5 @@
 """The frame loop and the public synthesis API against the official model and invariants."""
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -12,11 +10,12 @@ from conftest import load_fixture
 import mlx_qwen3_tts as qt
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+import parity_cases  # noqa: E402  (case setup shared with bench/gpu_check.py)
 from make_reference_fixtures import GENERATION_CASES  # noqa: E402  (the fixtures' own table)
 
 CASE_CHECKPOINTS = {name: (size, variant) for name, size, variant, _, _ in GENERATION_CASES}
 CASES = sorted(CASE_CHECKPOINTS)
-GREEDY = dict(temperature=0, subtalker_temperature=0)
+GREEDY = parity_cases.GREEDY
 
 
 def snr_db(ours: np.ndarray, ref: np.ndarray) -> float:
@@ -38,21 +37,10 @@ def models(checkpoint):
 
 def case_setup(name: str, models):
     fx = load_fixture(f"generate_{name}.npz")
-    kwargs = json.loads(str(fx["kwargs"]))
     size, variant = CASE_CHECKPOINTS[name]
     tts = models(size, variant)
-    digest = hashlib.sha256((tts.path / "model.safetensors").read_bytes()).hexdigest()
-    codec = hashlib.sha256((tts.path / "speech_tokenizer/model.safetensors").read_bytes()).hexdigest()
-    assert digest == str(fx["sha256"]) and codec == str(fx["codec_sha256"]), "regenerate fixtures"
-    if variant == "base":
-        # Feed the official reference codes and x-vector, isolating the frame loop from the
-        # encoders (they have their own parity tests).
-        ref_codes = fx["ref_code"].astype(np.int32) if "ref_code" in fx else None
-        kwargs["voice"] = qt.VoicePrompt(fx["ref_spk_embedding"], ref_codes, kwargs.pop("ref_text", None))
-        kwargs.pop("x_vector_only_mode", None)
-    if name == "cv_06b_instruct_dropped":
-        kwargs.pop("instruct")  # the official 0.6B drops it silently; we refuse it (tested below)
-    return tts, fx, kwargs
+    assert parity_cases.matches(tts.path, fx), "regenerate fixtures"
+    return tts, fx, parity_cases.generate_kwargs(fx, variant, tts)
 
 
 @pytest.mark.parametrize("name", CASES)

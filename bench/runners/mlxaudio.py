@@ -4,19 +4,19 @@
 package.) Everything timed is mlx-audio's own code: `Model.generate` for the frame loop (its
 final codec decode stubbed out and timed separately on fewer frames, being slow on CPU),
 `talker(...)` and `_predict_code_tokens(...)` for the split, `speech_tokenizer.decode` for the
-codec, and `generate(stream=True)` for the time to first audio.
+codec, and `generate(stream=True)` for the time to first audio. Mode "host_time" (for
+`bench/host_time.py`) counts host syncs per frame in the same `Model.generate` loop.
 """
 
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SAMPLE_RATE, main, matmul_gflops, weight_bytes_per_frame  # noqa: E402
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
-
-
 
 
 def sampling(spec, model) -> dict:
@@ -35,13 +35,17 @@ def load(spec, result):
     from mlx_audio.tts.utils import load as load_model
 
     result["versions"] = {"mlx": mx.__version__, "mlx_audio": version("mlx-audio")}
+    if spec.get("device"):
+        mx.set_default_device(getattr(mx, spec["device"]))
+    result["device"] = str(mx.default_device())
     result["gemm_gflops_fp32"] = matmul_gflops(mx)
     start = time.perf_counter()
     model = load_model(Path(spec["model"]))
-    # Activation dtype: mlx-audio runs in the stored dtype; cast the talker (and predictor) like
-    # our `load(dtype=...)` does. Quantized layers keep their packed weights; scales follow.
-    dtype = getattr(mx, spec["dtype"])
-    if model.talker.model.norm.weight.dtype != dtype:
+    # Activation dtype: mlx-audio runs in the stored dtype (its defaults: no dtype in the spec);
+    # else cast the talker (and predictor) like our `load(dtype=...)` does. Quantized layers keep
+    # their packed weights; scales follow.
+    dtype = getattr(mx, spec["dtype"]) if spec.get("dtype") else None
+    if dtype is not None and model.talker.model.norm.weight.dtype != dtype:
         model.talker.set_dtype(dtype)
         mx.eval(model.talker.parameters())
     result["load_s"] = time.perf_counter() - start
@@ -120,7 +124,7 @@ def split_loop(model, spec, frames):
             "other_ms": 1000 * (total - prefill - talker_s - cp_s) / frames}
 
 
-def run(spec, result):
+def run_speed(spec, result):
     import mlx.core as mx
     import numpy as np
 
@@ -162,6 +166,50 @@ def run(spec, result):
                           "first_chunk_frames": int(chunk.token_count)}
         stream.close()
     result["peak_mlx_gb"] = mx.get_peak_memory() / 1e9
+
+
+@contextmanager
+def talker_calls(model: Any, mark: Callable[[], Any]) -> Iterator[list]:
+    """`mark()`s at every talker call, collected in the list this yields.
+
+    mlx-audio's loop starts each step with the talker: the first call is the prefill, each later
+    one begins a frame, so consecutive later marks bound one frame each.
+    """
+    cls = type(model.talker)
+    own = "__call__" in cls.__dict__
+    original = cls.__call__
+    marks = []
+
+    def wrapper(self, *args, **kwargs):
+        if self is model.talker:
+            marks.append(mark())
+        return original(self, *args, **kwargs)
+
+    cls.__call__ = wrapper
+    try:
+        yield marks
+    finally:
+        if own:
+            cls.__call__ = original
+        else:
+            del cls.__call__
+
+
+def run_host_time(spec: dict, result: dict) -> None:
+    """Host time and syncs per frame of `Model.generate` (bench/host_time.py)."""
+    from _syncs import SyncCounter, per_frame
+
+    model = load(spec, result)
+    frame_loop(model, spec, spec["warmup_frames"])
+    with SyncCounter() as syncs, talker_calls(model, syncs.mark) as marks:
+        frame_loop(model, spec, spec["frames"])
+    result["host"] = per_frame(marks[1:])  # marks[0]: the prefill
+    result["host"]["method"] = "intervals between talker decode-step calls in Model.generate"
+
+
+def run(spec: dict, result: dict) -> None:
+    modes = {"speed": run_speed, "host_time": run_host_time}
+    modes[spec.get("mode", "speed")](spec, result)
 
 
 if __name__ == "__main__":

@@ -60,10 +60,12 @@ def run(spec, result):
     config = torch.__config__.show().replace(",", " ").split()
     blas = next((p.split("=")[1] for p in config if p.startswith("BLAS_INFO=")), "?")
     result["blas"] = f"PyTorch's own {blas} (statically linked; not preloaded)"
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[spec["dtype"]]
+    # No dtype in the spec (the "defaults" row): what `from_pretrained` gives without one.
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    options = {"dtype": dtypes[spec["dtype"]]} if spec.get("dtype") else {}
     folder = Path(spec["model"])
     start = time.perf_counter()
-    tts = Qwen3TTSModel.from_pretrained(str(folder), dtype=dtype, attn_implementation="eager")
+    tts = Qwen3TTSModel.from_pretrained(str(folder), attn_implementation="eager", **options)
     result["load_s"] = time.perf_counter() - start
     check_weights(tts, folder)
     talker = tts.model.talker
