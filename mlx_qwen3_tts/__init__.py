@@ -28,7 +28,7 @@ from .request import Capabilities, RunawayGuard
 from .speech_tokenizer import SpeechTokenizer
 from .synthesis import AudioChunk, GenerationResult
 from .text_stream import TextStream
-from .tts import Qwen3TTS
+from .tts import Qwen3TTS, StreamingBatch
 from .voice_prompt import VoicePrompt, check_voice_name, is_voice_path, list_voices, voices_dir
 from .voices import Language, Speaker
 
@@ -52,6 +52,7 @@ __all__ = [
     "RunawayWarning",
     "SpeechTokenizer",
     "Speaker",
+    "StreamingBatch",
     "SynthesisError",
     "TextStream",
     "TextTooLongError",

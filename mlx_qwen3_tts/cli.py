@@ -130,6 +130,8 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     add("--max-frames", type=int, default=None,
         help="Most frames for the whole text, split pieces included (12.5 per second of audio). "
         "Default: no cap but the model's own limit per piece.")
+    add("--speed", type=float, default=1.0,
+        help="Speaking rate, 0.5 (slower) to 2.0 (faster); the pitch stays. Default: 1.0")
     add("--no-runaway-guard", dest="runaway_guard", action="store_false",
         help="Let generation that never stops run to --max-frames instead of ending it.")
     add("--list-speakers", action="store_true", help="Print the checkpoint's speakers and exit.")
@@ -520,7 +522,7 @@ def run(args: argparse.Namespace) -> None:
     kwargs.update(
         seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, max_frames=args.max_frames,
-        runaway_guard=args.runaway_guard,
+        runaway_guard=args.runaway_guard, speed=args.speed,
     )
     _synthesize(tts, text, kwargs, args, log)
 

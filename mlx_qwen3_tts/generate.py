@@ -140,7 +140,9 @@ class Row:
         request: what it says and how it samples.
         text: the text fed back with its frames.
         frames: frames handed out so far.
-        reason: why it stopped ("eos", "runaway", "length"), None while it runs.
+        reason: why it stopped ("eos", "runaway", "length", "dropped", "error"), None while it
+            runs.
+        error: for "error", what went wrong (the other rows of a batch run on).
         history: its codebook-0 tokens (the runaway guard reads them).
         built: frames whose graphs were built (handed out, in flight, or read and dropped).
     """
@@ -151,6 +153,7 @@ class Row:
     reason: str | None = None
     history: list[int] = field(default_factory=list)
     built: int = 0
+    error: SynthesisError | None = None
 
     @property
     def done(self) -> bool:
@@ -309,11 +312,9 @@ class FrameLoop:
     def step(self) -> list[tuple[Row, np.ndarray]]:
         """The next frame of each row that has one: `(row, codes [16])` pairs.
 
-        Rows that stop instead (EOS, the runaway guard, their frame limit) get no pair; their
-        `reason` says why. An empty list with `active` still true means the rows wait for text.
-
-        Raises:
-            SynthesisError: a row's logits were not finite.
+        Rows that stop instead (EOS, the runaway guard, their frame limit, non-finite logits)
+        get no pair; their `reason` (and `error`) say why. An empty list with `active` still true
+        means the rows wait for text.
         """
         if self.queued is None:
             self.queued = self._build()
@@ -334,10 +335,12 @@ class FrameLoop:
             if row.done or index != row.frames:
                 continue  # stopped earlier; this frame was built ahead for nothing
             token = int(codes[b, 0])
-            if token == BAD:
-                raise SynthesisError(
+            if token == BAD:  # this row fails; the others of a batch go on
+                row.error = SynthesisError(
                     f"The talker produced non-finite logits at frame {index}; the weights or the "
                     "dtype overflowed (load the model with dtype='float32').")
+                row.finish("error")
+                continue
             if token == self.eos:
                 row.finish("eos")  # the EOS token itself gets no frame (§3.5)
                 continue
@@ -478,6 +481,7 @@ def generate_step(
     try:
         while loop.active:
             out = loop.step()
+            _raise_errors(rows)
             reasons[:] = [r.reason for r in rows]
             if not out:
                 assert not loop.waiting, "a text source was pulled before its text arrived"
@@ -490,6 +494,12 @@ def generate_step(
             yield Frame(codes, active, reasons)
     finally:
         reasons[:] = [r.reason for r in rows]
+
+
+def _raise_errors(rows: list[Row]) -> None:
+    for row in rows:
+        if row.error is not None:
+            raise row.error
 
 
 def generate_codes(
@@ -510,5 +520,6 @@ def generate_codes(
     while loop.active:
         for row, codes in loop.step():
             frames[id(row)].append(codes)
+        _raise_errors(rows)
     return [(np.stack(frames[id(r)]) if frames[id(r)] else np.zeros((0, NUM_CODE_GROUPS), np.int32),
              r.reason or "length") for r in rows]

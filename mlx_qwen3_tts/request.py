@@ -34,6 +34,7 @@ from .prompt import Prompt, PromptEmbedder, icl_prompt, text_prompt
 from .sampling import SamplerSettings
 from .speech_tokenizer import DECODE_MODES
 from .text_split import split_text
+from .timescale import check_speed
 from .voice_prompt import VoicePrompt
 from .voices import Language
 
@@ -226,12 +227,13 @@ class Job:
     """A validated call: its pieces of text as requests, and how to turn their frames into audio.
 
     `max_frames` caps the frames of the whole call (all pieces), None for no cap beyond each
-    request's own limit.
+    request's own limit; `speed` is the speaking rate applied to the audio (1.0: the model's).
     """
 
     requests: list[Request]
     decode_mode: str = "exact"
     max_frames: int | None = None
+    speed: float = 1.0
 
     @property
     def seed(self) -> int:
@@ -340,6 +342,7 @@ class RequestBuilder:
         """Requests for `pieces` (those over `cap` tokens cut into pieces of `cap` tokens)."""
         kwargs = dict(kwargs)
         decode_mode = check_decode_mode(kwargs.pop("decode_mode", "exact"))
+        speed = check_speed(kwargs.pop("speed", 1.0))
         seed = check_seed(kwargs.pop("seed", None))
         guard = make_guard(kwargs.pop("runaway_guard", True))
         sampling = {k: kwargs.pop(k) for k in list(kwargs) if k in SAMPLING_ARGUMENTS}
@@ -352,7 +355,7 @@ class RequestBuilder:
             ids = [piece[i : i + cap] for piece in ids for i in range(0, len(piece), cap)]
         requests = [self.request(piece, voice, config, (seed + i) % SEED_LIMIT, guard)
                     for i, piece in enumerate(ids)]
-        return Job(requests, decode_mode, max_frames)
+        return Job(requests, decode_mode, max_frames, speed)
 
     def sampling(self, **kwargs: Any) -> tuple[GenerationConfig, int | None]:
         """The checkpoint's sampling defaults with `kwargs` applied, and the call's frame cap."""

@@ -25,11 +25,13 @@ Needs the `server` extra: pip install 'mlx-qwen3-tts[server]'.
 import argparse
 import asyncio
 import base64
+import concurrent.futures
 import hmac
 import io
 import ipaddress
 import json
 import logging
+import queue
 import re
 import secrets
 import signal
@@ -39,7 +41,6 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -85,6 +86,9 @@ OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 PLACEHOLDER_VOICE = "default"
 MAX_INPUT_CHARS = 4096  # OpenAI's limit
 MAX_QUEUE = 32
+# Requests streaming at once in one batch: a frame reads the weights once for all of them, so
+# rows cost little more than one until compute catches up with memory bandwidth.
+MAX_BATCH = 8
 # The body limit: `input` at its longest, each character as JSON may write it (a character outside
 # the BMP escaped as two \uXXXX units), plus room for the other fields (`instructions`, ...).
 JSON_BYTES_PER_CHAR = 12
@@ -305,6 +309,7 @@ class SpeechRequest:
     stream_format: str = "audio"
     language: str = "auto"
     seed: int | None = None
+    speed: float = 1.0
 
 
 JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
@@ -345,11 +350,10 @@ def _voice_name(body: dict) -> str:
     return voice.strip()
 
 
-def _speed(body: dict) -> None:
+def _speed(body: dict) -> float:
+    """OpenAI's `speed` (OpenAI allows 0.25-4.0; the library 0.5-2.0, pitch kept, and says so)."""
     speed = _field(body, "speed", (int, float), 1.0)
-    if speed is not None and speed != 1.0:
-        raise ApiError(400, f"speed {speed} is not supported: Qwen3-TTS speaks at its own rate, so "
-                       "only speed=1.0 is accepted.", "speed", "unsupported_value")
+    return 1.0 if speed is None else float(speed)
 
 
 def parse_speech(body: Any, max_input_chars: int) -> SpeechRequest:
@@ -363,7 +367,7 @@ def parse_speech(body: Any, max_input_chars: int) -> SpeechRequest:
     if len(text) > max_input_chars:
         raise ApiError(400, f"'input' is {len(text)} characters; this server accepts at most "
                        f"{max_input_chars}.", "input", "string_above_max_length")
-    _speed(body)
+    speed = _speed(body)
     seed = _field(body, "seed", int)
     if seed is not None and seed < 0:
         raise ApiError(400, f"seed must be a non-negative integer, got {seed}.", "seed", "invalid_value")
@@ -372,7 +376,7 @@ def parse_speech(body: Any, max_input_chars: int) -> SpeechRequest:
         instructions=_field(body, "instructions", str) or None,
         response_format=_choice(body, "response_format", FORMATS, "mp3"),
         stream_format=_choice(body, "stream_format", ("audio", "sse"), "audio"),
-        language=_field(body, "language", str, "auto") or "auto", seed=seed,
+        language=_field(body, "language", str, "auto") or "auto", seed=seed, speed=speed,
     )
 
 
@@ -543,35 +547,46 @@ class _Job:
     saved_voice: str | None
     response_format: str
     post: Callable[[object], None] | None = None  # set by `Synthesizer.submit`
+    future: concurrent.futures.Future | None = None  # done when the job has ended
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class Synthesizer:
-    """Runs synthesis jobs one at a time on one worker thread; admits at most `max_queue` waiting.
+    """Synthesizes jobs in one continuous batch: up to `max_batch` stream at once, joining and
+    leaving the running frame loop at frame boundaries; at most `max_queue` more wait.
 
-    A job posts its encoded audio chunk by chunk to an asyncio queue on the event loop (a bytes
-    item per chunk, then `_Done`, or `_Failed` for a library error), and `_END` in every case.
-    `pending` is only touched on the event loop, so it needs no lock.
+    One scheduler thread drives the model's `StreamingBatch` (whose calls run on the model's own
+    MLX thread): it admits waiting jobs, steps the batch one frame, encodes each job's chunks and
+    posts them to the job's asyncio queue (a bytes item per chunk, then `_Done`, or `_Failed`
+    for a library error), and `_END` in every case. A job whose client left is cancelled at the
+    next frame, freeing its row. `pending` is only touched on the event loop, so it needs no lock.
     """
 
-    def __init__(self, tts: Qwen3TTS, max_queue: int, voices_folder: Path):
+    def __init__(self, tts: Qwen3TTS, max_queue: int, voices_folder: Path, max_batch: int = 1):
         self.tts, self.max_queue, self.voices_folder = tts, max_queue, voices_folder
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="mlx-qwen3-tts")
+        self.max_batch = max_batch
         self.pending = 0
         self.jobs: set[_Job] = set()
+        self.incoming: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.batch = tts.open_batch(max_batch)
+        self.running: dict[Any, _Running] = {}  # the batch's stream handle -> its job
+        self.thread = threading.Thread(target=self._schedule, name="mlx-qwen3-tts-scheduler", daemon=True)
+        self.thread.start()
 
     def full(self) -> bool:
-        return self.pending > self.max_queue  # one being synthesized, max_queue waiting
+        return self.pending >= self.max_batch + self.max_queue  # max_batch streaming, max_queue waiting
 
     def submit(self, job: _Job) -> tuple[asyncio.Queue, asyncio.Future]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        job.post = partial(loop.call_soon_threadsafe, queue.put_nowait)
+        items: asyncio.Queue = asyncio.Queue()
+        job.post = partial(loop.call_soon_threadsafe, items.put_nowait)
+        job.future = concurrent.futures.Future()
         self.pending += 1
         self.jobs.add(job)
-        future = asyncio.wrap_future(self.executor.submit(self._run, job))
+        future = asyncio.wrap_future(job.future)
         future.add_done_callback(partial(self._finished, job))
-        return queue, future
+        self.incoming.put(job)
+        return items, future
 
     def _finished(self, job: _Job, future: asyncio.Future) -> None:
         self.pending -= 1
@@ -582,36 +597,104 @@ class Synthesizer:
     async def close(self) -> None:
         for job in list(self.jobs):
             job.cancelled.set()
-        await asyncio.get_running_loop().run_in_executor(
-            None, partial(self.executor.shutdown, wait=True, cancel_futures=True))
+        self.incoming.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self.thread.join)
 
-    def _run(self, job: _Job) -> None:
-        """Worker thread: library errors become `_Failed`; anything else is a bug and propagates."""
+    # ------------------------------------------------------------------ the scheduler thread
+
+    def _schedule(self) -> None:
+        """Admit, step, post; until `close`. Never touches MLX itself (the batch's calls do)."""
+        while True:
+            try:
+                if not self._take_new(block=not self.batch.active):
+                    break
+                self._drop_cancelled()
+                if self.batch.active:
+                    self._post(self.batch.step())
+            except BaseException as e:  # a bug: every running job fails with it, the server goes on
+                self._fail_all(e)
+        self._fail_all(None)
+
+    def _take_new(self, block: bool) -> bool:
+        """Admit the jobs that came in; False once `close` asked the scheduler to stop."""
+        while True:
+            try:
+                job = self.incoming.get(block=block)
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            block = False
+            self._admit(job)
+
+    def _admit(self, job: _Job) -> None:
+        if job.cancelled.is_set():  # its client left while it waited
+            self._end(job)
+            return
         try:
-            if not job.cancelled.is_set():
-                self._synthesize(job)
+            kwargs = dict(job.kwargs)
+            if job.saved_voice is not None:
+                kwargs["voice"] = VoicePrompt.named(job.saved_voice, self.voices_folder)
+            stream = self.batch.add(job.text, **kwargs)
         except Qwen3TTSError as e:
             job.post(_Failed(e))
-        finally:
-            job.post(_END)
-
-    def _synthesize(self, job: _Job) -> None:
-        kwargs = dict(job.kwargs)
-        if job.saved_voice is not None:
-            kwargs["voice"] = VoicePrompt.named(job.saved_voice, self.voices_folder)
+            self._end(job)
+            return
+        except BaseException as e:  # a bug: this job fails with it (a 500), the others go on
+            self._end(job, e)
+            return
         encoder = _encoder(job.response_format, self.tts.sample_rate)
-        stream = self.tts.stream_generate(job.text, **kwargs)
-        frames = 0
-        try:
-            for chunk in stream:
-                job.post(encoder.feed(chunk.audio))
-                frames = chunk.total_frames
-                if job.cancelled.is_set():  # the client went away: stop the frame loop
-                    return
-        finally:
-            stream.close()
-        job.post(encoder.finish())
-        job.post(_Done(len(self.tts.text_tokenizer.encode(job.text)), frames))
+        self.running[stream] = _Running(job, encoder, len(self.tts.text_tokenizer.encode(job.text)))
+
+    def _drop_cancelled(self) -> None:
+        for stream, run in list(self.running.items()):
+            if run.job.cancelled.is_set():  # the client went away: free its row now
+                self.batch.cancel(stream)
+                del self.running[stream]
+                self._end(run.job)
+
+    def _post(self, made: list) -> None:
+        for stream, chunk in made:
+            run = self.running.get(stream)
+            if run is None:
+                continue
+            if isinstance(chunk, Qwen3TTSError):
+                run.job.post(_Failed(chunk))
+                del self.running[stream]
+                self._end(run.job)
+                continue
+            run.job.post(run.encoder.feed(chunk.audio))
+            if chunk.is_final:
+                run.job.post(run.encoder.finish())
+                run.job.post(_Done(run.input_tokens, chunk.total_frames))
+                del self.running[stream]
+                self._end(run.job)
+
+    def _end(self, job: _Job, error: BaseException | None = None) -> None:
+        job.post(_END)
+        if error is None:
+            job.future.set_result(None)
+        else:
+            job.future.set_exception(error)
+
+    def _fail_all(self, error: BaseException | None) -> None:
+        """End every running job (with `error`, a bug, or quietly at shutdown) and start afresh."""
+        for stream, run in list(self.running.items()):
+            if error is None:
+                self.batch.cancel(stream)
+            self._end(run.job, error)
+        self.running.clear()
+        if error is not None:
+            self.batch = self.tts.open_batch(self.max_batch)
+
+
+@dataclass
+class _Running:
+    """A job streaming in the batch: its encoder and what its usage reports."""
+
+    job: _Job
+    encoder: Any
+    input_tokens: int
 
 
 async def _first_item(request: Request, queue: asyncio.Queue, job: _Job) -> object | None:
@@ -697,6 +780,7 @@ class ServerConfig:
     first_chunk_frames: int = 2
     api_key: str | None = None
     body_timeout: float = BODY_TIMEOUT
+    max_batch: int = MAX_BATCH
 
 
 class _Server:
@@ -704,7 +788,7 @@ class _Server:
 
     def __init__(self, tts: Qwen3TTS, config: ServerConfig, voices: Voices):
         self.tts, self.config, self.voices = tts, config, voices
-        self.synth = Synthesizer(tts, config.max_queue, voices.folder)
+        self.synth = Synthesizer(tts, config.max_queue, voices.folder, config.max_batch)
         self.created = int(time.time())
 
     def _authorize(self, request: Request) -> None:
@@ -728,7 +812,7 @@ class _Server:
             raise ApiError(400, f"This server's libsndfile ({sf.__libsndfile_version__}) cannot write "
                            "MP3; ask for wav, flac or pcm.", "response_format", "unsupported_value")
         voice_kwargs, saved = self.voices.resolve(req.voice)
-        kwargs = dict(voice_kwargs, language=req.language, instruct=req.instructions,
+        kwargs = dict(voice_kwargs, language=req.language, instruct=req.instructions, speed=req.speed,
                       seed=req.seed if req.seed is not None else secrets.randbits(31),
                       chunk_frames=self.config.chunk_frames,
                       first_chunk_frames=self.config.first_chunk_frames)
@@ -885,6 +969,7 @@ def build_app(
     api_key: str | None = None,
     allowed_hosts: Iterable[str] | None = (),
     body_timeout: float = BODY_TIMEOUT,
+    max_batch: int = MAX_BATCH,
 ) -> Starlette:
     """The OpenAI-compatible ASGI app over a loaded model (serve it with uvicorn).
 
@@ -895,7 +980,7 @@ def build_app(
             voice for them. Default: "vivian" (or the first speaker) / none.
         voices_folder: where Base models find saved voices. Default: `voices_dir()`.
         max_input_chars: longest `input` accepted. Default: 4096 (OpenAI's).
-        max_queue: requests that may wait behind the one being synthesized. Default: 32.
+        max_queue: requests that may wait for a place in the batch. Default: 32.
         max_frames: most frames per request, all pieces of a split text together (12.5 per
             second of audio). Default: no cap beyond the checkpoint's limit per piece.
         chunk_frames, first_chunk_frames: the streaming chunk sizes of `stream_generate`.
@@ -904,14 +989,16 @@ def build_app(
             port); others get 421. None answers any Host: for a server listening on a
             non-loopback address (see `host_allow_list`), which `api_key` should protect.
         body_timeout: seconds a client has to send a request body; slower ones get 408. Default: 10.
+        max_batch: requests synthesized at once in one continuous batch, each streaming its own
+            chunks; a finished or disconnected one frees its place at the next frame. Default: 8.
 
     Raises:
         UnknownSpeakerError / AudioError: `default_voice` is not a voice of this model.
     """
-    if max_queue < 0 or max_input_chars < 1 or not body_timeout > 0:
-        raise ValueError("max_queue must be >= 0, max_input_chars >= 1 and body_timeout > 0.")
+    if max_queue < 0 or max_input_chars < 1 or not body_timeout > 0 or max_batch < 1:
+        raise ValueError("max_queue must be >= 0, max_input_chars and max_batch >= 1 and body_timeout > 0.")
     config = ServerConfig(model_name or Path(tts.path).name, max_input_chars, max_queue, max_frames,
-                          chunk_frames, first_chunk_frames, api_key, body_timeout)
+                          chunk_frames, first_chunk_frames, api_key, body_timeout, max_batch)
     server = _Server(tts, config, Voices(tts, default_voice, voices_folder))
 
     @asynccontextmanager
@@ -969,8 +1056,11 @@ def setup_arg_parser() -> argparse.ArgumentParser:
         "~/.cache/mlx_qwen3_tts/voices")
     add("--max-input-chars", type=int, default=MAX_INPUT_CHARS,
         help=f"Longest input text accepted. Default: {MAX_INPUT_CHARS}")
+    add("--max-batch", type=int, default=MAX_BATCH,
+        help="Requests synthesized at once, in one batch (they join and leave it frame by frame). "
+        f"Default: {MAX_BATCH}")
     add("--max-queue", type=int, default=MAX_QUEUE,
-        help=f"Requests that may wait behind the one being synthesized; more get 429. Default: {MAX_QUEUE}")
+        help=f"Requests that may wait for a place in the batch; more get 429. Default: {MAX_QUEUE}")
     add("--max-frames", type=int, default=None,
         help="Most frames per request, all pieces of a split text together (12.5 per second of audio). "
         "Default: no cap beyond the checkpoint's limit per piece.")
@@ -1026,6 +1116,7 @@ def _serve(args: argparse.Namespace) -> None:
             tts, model_name=args.model_name or Path(args.model.rstrip("/")).name,
             default_voice=args.default_voice, voices_folder=args.voices_dir,
             max_input_chars=args.max_input_chars, max_queue=args.max_queue, max_frames=args.max_frames,
+            max_batch=args.max_batch,
             chunk_frames=args.chunk_frames, first_chunk_frames=args.first_chunk_frames,
             api_key=args.api_key, allowed_hosts=host_allow_list(args.host, args.allowed_host),
         )
@@ -1053,8 +1144,9 @@ def main(argv: list[str] | None = None) -> int:
     """`mlx-qwen3-tts serve`; its exit status (see `EXIT_STATUSES`)."""
     parser = setup_arg_parser()
     args = parser.parse_args(argv)
-    if args.max_queue < 0 or args.max_input_chars < 1 or args.chunk_frames < 1 or args.first_chunk_frames < 1:
-        parser.error("--max-queue must be >= 0; --max-input-chars and chunk sizes >= 1.")
+    if args.max_queue < 0 or min(args.max_input_chars, args.chunk_frames, args.first_chunk_frames,
+                                 args.max_batch) < 1:
+        parser.error("--max-queue must be >= 0; --max-input-chars, --max-batch and chunk sizes >= 1.")
     if args.max_frames is not None and args.max_frames < 1:  # else every request would be a 400
         parser.error(f"--max-frames must be >= 1, got {args.max_frames}.")
     if not 0 <= args.port <= 65535:

@@ -17,12 +17,13 @@ import numpy as np
 
 from .audio import MAX_REFERENCE_SECONDS, prepare_audio, read_audio
 from .errors import AudioError, RunawayWarning, SynthesisError, warn
-from .generate import Frame, PrefixCache, PrefixStore, generate_codes, generate_step
+from .generate import Frame, FrameLoop, PrefixCache, PrefixStore, Row, generate_codes, generate_step
 from .models.qwen3_tts import Model
 from .prompt import PromptEmbedder, TextSource
 from .request import GenerationConfig, Job, Request, RequestBuilder
 from .speech_tokenizer import SpeechTokenizer, StreamingDecoder
 from .text_tokenizer import TextTokenizer
+from .timescale import TimeStretcher, time_stretch
 from .tokens import NUM_CODE_GROUPS
 from .voice_prompt import MAX_REF_TEXT_CHARS, VoicePrompt
 
@@ -288,8 +289,11 @@ class Engine:
             reasons.append(reason)
             mx.clear_cache()
         audio.append(joiner.flush())
+        audio = np.concatenate(audio)
+        if job.speed != 1.0:  # the same samples as a stream's chunk by chunk (timescale.py)
+            audio = time_stretch(audio, job.speed, self.sample_rate)
         return GenerationResult(
-            np.concatenate(audio), self.sample_rate, np.concatenate(codes), finish_reason(reasons),
+            audio, self.sample_rate, np.concatenate(codes), finish_reason(reasons),
             job.seed, time.perf_counter() - start, mx.get_peak_memory() / 1e9,
         )
 
@@ -301,48 +305,25 @@ class Engine:
         for request, (codes, reason) in zip(job.requests, self.codes(job.requests)):
             warn_runaway(reason)
             audio = self.decode(codes, request, job.decode_mode)
+            if job.speed != 1.0:
+                audio = time_stretch(audio, job.speed, self.sample_rate)
             results.append(GenerationResult(audio, self.sample_rate, codes, reason, request.seed,
                                             time.perf_counter() - start, mx.get_peak_memory() / 1e9))
         return results
 
     def stream(self, job: Job, first_chunk_frames: int = FIRST_CHUNK_FRAMES,
                chunk_frames: int = CHUNK_FRAMES) -> Iterator[AudioChunk]:
-        """A job's audio as chunks decoded while it generates (every stream goes through here).
+        """A job's audio as chunks decoded while it generates: a `StreamBatch` of one.
 
         The concatenated chunks equal `generate(job)` with `decode_mode="exact"`.
         """
-        start = time.perf_counter()
-        budget = _Budget(job.max_frames)
-        joiner = Joiner(self.fade)
-        total, reasons = 0, []
-        for i, request in enumerate(job.requests):
-            request = budget.limit(request)
-            if request is None:
-                break
-            last = i == len(job.requests) - 1
-            decoder = self.stream_decoder(request)
-            chunker = Chunker(first_chunk_frames if i == 0 else chunk_frames, chunk_frames)
-            joiner.next_piece()
-            state: list[str | None] = [None]
-            for frame in self.frames([request]):
-                state = frame.reasons  # updated in place when the row stops
-                total += 1
-                chunk = chunker.add(frame.codes[0])
-                if chunk is not None:
-                    audio = joiner.push(self.decode_chunk(decoder, chunk), last)
-                    yield AudioChunk(audio, self.sample_rate, len(chunk), total, False,
-                                     time.perf_counter() - start)
-            rest = chunker.take()
-            budget.spend(chunker.emitted)
-            reasons.append(state[0] or "length")
-            warn_runaway(reasons[-1])
-            audio = joiner.push(self.decode_chunk(decoder, rest), last)
-            if last or budget.spent():
-                break
-            yield AudioChunk(audio, self.sample_rate, len(rest), total, False, time.perf_counter() - start)
-            mx.clear_cache()
-        yield AudioChunk(np.concatenate([audio, joiner.flush()]), self.sample_rate, len(rest), total,
-                         True, time.perf_counter() - start, finish_reason(reasons), job.seed)
+        batch = StreamBatch(self)
+        batch.add(job, first_chunk_frames, chunk_frames)
+        while batch.active:
+            for _, chunk in batch.step():
+                if isinstance(chunk, Exception):
+                    raise chunk
+                yield chunk
 
     @property
     def fade(self) -> int:
@@ -351,6 +332,151 @@ class Engine:
     def decode_chunk(self, decoder: StreamingDecoder, codes: np.ndarray) -> np.ndarray:
         """The next `[n, 16]` frames of a stream as audio (none for no frames)."""
         return check_audio(decoder.decode_step(codes)) if len(codes) else np.zeros(0, np.float32)
+
+
+class JobStream:
+    """One job's pieces as they run in a frame loop, and their audio as chunks: frames grouped
+    into chunks (`Chunker`), decoded by a streaming decoder, pieces crossfaded (`Joiner`), the
+    speaking rate applied (`TimeStretcher`), the call's frame budget kept.
+
+    Every stream goes through here, alone (`Engine.stream`, `TextStream`) or with others in one
+    batch (`StreamBatch`, the server). Runs on the model's thread.
+    """
+
+    def __init__(self, engine: Engine, job: Job, first_chunk_frames: int, chunk_frames: int):
+        self.engine, self.job = engine, job
+        self.sizes = (first_chunk_frames, chunk_frames)
+        self.budget = _Budget(job.max_frames)
+        self.joiner = Joiner(engine.fade)
+        self.stretcher = TimeStretcher(job.speed, engine.sample_rate) if job.speed != 1.0 else None
+        self.piece, self.total, self.reasons = -1, 0, []
+        self.done = False
+        self.start = time.perf_counter()
+
+    def next_request(self) -> Request | None:
+        """The next piece's request, its frame limit cut to the call's budget; None at the end."""
+        self.piece += 1
+        if self.piece >= len(self.job.requests):
+            return None
+        request = self.budget.limit(self.job.requests[self.piece])
+        if request is None:
+            return None
+        self.decoder = self.engine.stream_decoder(request)
+        self.chunker = Chunker(self.sizes[0] if self.piece == 0 else self.sizes[1], self.sizes[1])
+        self.joiner.next_piece()
+        return request
+
+    def frame(self, codes: np.ndarray) -> AudioChunk | None:
+        """Take one frame's codes; a chunk of audio once enough frames are in."""
+        self.total += 1
+        chunk = self.chunker.add(codes)
+        return None if chunk is None else self._chunk(chunk, False)
+
+    def end_piece(self, reason: str | None) -> AudioChunk:
+        """The current piece stopped (`reason`): its last audio, final if the job ends with it."""
+        rest = self.chunker.take()
+        self.budget.spend(self.chunker.emitted)
+        self.reasons.append(reason or "length")
+        warn_runaway(self.reasons[-1])
+        self.done = self.piece == len(self.job.requests) - 1 or self.budget.spent()
+        return self._chunk(rest, self.done)
+
+    def _chunk(self, codes: np.ndarray, final: bool) -> AudioChunk:
+        last_piece = self.piece == len(self.job.requests) - 1
+        audio = self.joiner.push(self.engine.decode_chunk(self.decoder, codes), last_piece)
+        if final:
+            audio = np.concatenate([audio, self.joiner.flush()])
+        if self.stretcher is not None:
+            audio = self.stretcher.process(audio)
+            if final:
+                audio = np.concatenate([audio, self.stretcher.flush()])
+        chunk = AudioChunk(audio, self.engine.sample_rate, len(codes), self.total, final,
+                           time.perf_counter() - self.start)
+        if final:
+            chunk.finish_reason, chunk.seed = finish_reason(self.reasons), self.job.seed
+        return chunk
+
+
+class StreamBatch:
+    """Streams that share one frame loop (continuous batching): a stream joins at the next
+    frame, streams its own chunks as its frames arrive, and leaves at its end; a cancelled one
+    leaves at once. Each stream's audio is what it would be alone (each row samples with its
+    own settings and keys). Runs on the model's thread (`Qwen3TTS.thread`).
+
+    Args:
+        engine: the model's engine.
+        max_batch: most streams in the loop at once; more wait their turn (`add` still takes them).
+    """
+
+    def __init__(self, engine: Engine, max_batch: int = 8):
+        self.engine = engine
+        self.max_batch = max_batch
+        self.loop = FrameLoop(engine.model.talker, engine.embedder.tts_pad)
+        self.waiting: list[JobStream] = []
+        self.rows: dict[int, tuple[Row, JobStream]] = {}  # id(row) -> its stream
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rows or self.waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self.rows)
+
+    def add(self, job: Job, first_chunk_frames: int = FIRST_CHUNK_FRAMES,
+            chunk_frames: int = CHUNK_FRAMES) -> JobStream:
+        """Queue a job; it joins the loop at the next `step` with room for it."""
+        stream = JobStream(self.engine, job, first_chunk_frames, chunk_frames)
+        self.waiting.append(stream)
+        return stream
+
+    def cancel(self, stream: JobStream) -> None:
+        """Stop a stream now (its client left); it yields nothing more."""
+        stream.done = True
+        if stream in self.waiting:
+            self.waiting.remove(stream)
+        for row, owner in list(self.rows.values()):
+            if owner is stream:
+                self.loop.drop(row)
+                del self.rows[id(row)]
+
+    def step(self) -> list[tuple[JobStream, AudioChunk | SynthesisError]]:
+        """Admit waiting streams, run one frame of every row, and return the chunks it made.
+
+        A stream whose row fails (non-finite logits) gets its error instead of a chunk and
+        leaves; the others go on.
+        """
+        self._admit()
+        out: list[tuple[JobStream, AudioChunk | SynthesisError]] = []
+        for row, codes in self.loop.step():
+            stream = self.rows[id(row)][1]
+            chunk = stream.frame(codes)
+            if chunk is not None:
+                out.append((stream, chunk))
+        for key, (row, stream) in list(self.rows.items()):
+            if row.error is not None:
+                del self.rows[key]
+                stream.done = True
+                out.append((stream, row.error))
+            elif row.done:
+                del self.rows[key]
+                out.append((stream, stream.end_piece(row.reason)))
+                if not stream.done:
+                    self._join(stream)  # the next piece of its text
+        return out
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.rows) < self.max_batch:
+            self._join(self.waiting.pop(0))
+
+    def _join(self, stream: JobStream) -> None:
+        request = stream.next_request()
+        if request is None:
+            stream.done = True
+            return
+        prefix = self.engine.prefixes.get(self.engine.model.talker, request.prompt)
+        row = self.loop.add(request, prefix=prefix)
+        self.rows[id(row)] = (row, stream)
 
 
 class _Budget:

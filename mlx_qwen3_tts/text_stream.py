@@ -21,21 +21,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import mlx.core as mx
-import numpy as np
 
 from .errors import EmptyTextError, ModeError, SynthesisError
-from .generate import Frame
-from .request import SAMPLING_ARGUMENTS, Request, check_seed, check_str, make_guard
+from .generate import FrameLoop
+from .request import SAMPLING_ARGUMENTS, Job, check_seed, check_str, make_guard
 from .runtime import ModelThread
-from .synthesis import (
-    CHUNK_FRAMES,
-    FIRST_CHUNK_FRAMES,
-    AudioChunk,
-    Chunker,
-    Engine,
-    check_chunk_sizes,
-    warn_runaway,
-)
+from .synthesis import CHUNK_FRAMES, FIRST_CHUNK_FRAMES, AudioChunk, Engine, JobStream, check_chunk_sizes
+from .timescale import check_speed
 
 
 class StreamedText:
@@ -83,6 +75,7 @@ class TextStream:
         self.engine, self.thread, self.lookahead = engine, thread, lookahead
         builder = engine.builder
         self.seed = check_seed(kwargs.pop("seed", None))
+        self.speed = check_speed(kwargs.pop("speed", 1.0))
         self.guard = make_guard(runaway_guard)
         sampling = {k: kwargs.pop(k) for k in list(kwargs) if k in SAMPLING_ARGUMENTS}
         self.config, _ = builder.sampling(**sampling)
@@ -94,10 +87,8 @@ class TextStream:
         self.text = StreamedText(engine)
         self.tail = ""  # text after the last committed pre-token
         self.finished = False
-        self.request: Request | None = None
-        self.frames: Iterator[Frame] | None = None
-        self.chunker = Chunker(*self.sizes)
-        self.reasons: list[str | None] = [None]
+        self.loop: FrameLoop | None = None
+        self.last: AudioChunk | None = None  # the final chunk, kept for finish()
         self.done = False
         self.start = time.perf_counter()
 
@@ -108,10 +99,9 @@ class TextStream:
         self.close()
 
     def close(self) -> None:
-        """Stop generating (the frame loop is dropped on the model's thread)."""
-        frames, self.frames = self.frames, None
-        if frames is not None:
-            self.thread.run(frames.close)
+        """Stop generating: the frame loop is dropped."""
+        self.loop = None
+        self.done = True
 
     def feed(self, text: str) -> None:
         """Add text; tokens are committed up to the last complete pre-token."""
@@ -139,41 +129,37 @@ class TextStream:
 
     def _ready(self) -> bool:
         """Enough text committed for the next frame: producing frame s reads token s + 1."""
-        return self.finished or self.text.tokens > self.chunker.emitted + len(self.chunker.pending) + 1 \
-            + self.lookahead
+        produced = self.out.total if self.loop is not None else 0
+        return self.finished or self.text.tokens > produced + 1 + self.lookahead
 
     def _start(self) -> None:
         if not self.text.ids:
             raise EmptyTextError("The streamed text has no tokens to speak; feed() some text first.")
+        engine = self.engine
         # The prompt holds the first token only; the rest is fed back by `StreamedText`.
-        self.request = self.engine.builder.request(self.text.ids[:1], self.voice, self.config, self.seed,
-                                                   self.guard)
-        self.decoder = self.engine.stream_decoder(self.request)
-        self.frames = self.engine.frames([self.request], [self.text])
+        request = engine.builder.request(self.text.ids[:1], self.voice, self.config, self.seed, self.guard)
+        self.out = JobStream(engine, Job([request], speed=self.speed), *self.sizes)
+        self.out.start = self.start  # chunks' `elapsed` counts from open_stream
+        request = self.out.next_request()
+        self.loop = FrameLoop(engine.model.talker, engine.embedder.tts_pad)
+        prefix = engine.prefixes.get(engine.model.talker, request.prompt)
+        self.row = self.loop.add(request, text=self.text, prefix=prefix)
 
     def _steps(self, final: bool) -> Iterator[AudioChunk]:
-        if self.frames is None:
+        if self.loop is None:
             if self.done or not self._ready():
                 return
             self._start()
-        while not self.done and self._ready():
-            frame = next(self.frames, None)
-            if frame is None:
+        while self.last is None and self._ready():
+            for _, codes in self.loop.step():
+                chunk = self.out.frame(codes)
+                if chunk is not None:
+                    yield chunk
+            if self.row.error is not None:
                 self.done = True
-                break
-            self.reasons = frame.reasons
-            chunk = self.chunker.add(frame.codes[0])
-            if chunk is not None:
-                yield self._chunk(chunk, False)
-        if final:
-            yield self._chunk(self.chunker.take(), True)
-
-    def _chunk(self, codes: np.ndarray, final: bool) -> AudioChunk:
-        wav = self.engine.decode_chunk(self.decoder, codes)
-        total = self.chunker.emitted
-        chunk = AudioChunk(wav, self.engine.sample_rate, len(codes), total, final,
-                           time.perf_counter() - self.start)
-        if final:
-            chunk.finish_reason, chunk.seed = self.reasons[0] or "length", self.seed
-            warn_runaway(chunk.finish_reason)
-        return chunk
+                raise self.row.error
+            if self.row.done:
+                self.last = self.out.end_piece(self.row.reason)
+        if final and self.last is not None:  # the final chunk comes from finish() only
+            self.done = True
+            yield self.last

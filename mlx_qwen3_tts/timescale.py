@@ -45,10 +45,11 @@ def check_speed(speed: object) -> float:
             lies outside [MIN_SPEED, MAX_SPEED].
     """
     if isinstance(speed, bool | np.bool_) or not isinstance(speed, Real):
-        raise SynthesisError(f"`speed` must be a number between {MIN_SPEED} and {MAX_SPEED}, got {speed!r}.")
+        raise SynthesisError(f"`speed` must be a number between {MIN_SPEED} and {MAX_SPEED}, got {speed!r}.",
+                             "speed")
     value = float(speed)
     if not MIN_SPEED <= value <= MAX_SPEED:  # NaN fails both comparisons
-        raise SynthesisError(f"`speed` must be between {MIN_SPEED} and {MAX_SPEED}, got {value:g}.")
+        raise SynthesisError(f"`speed` must be between {MIN_SPEED} and {MAX_SPEED}, got {value:g}.", "speed")
     return value
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from .errors import VoiceCloneUnsupportedError
+from .errors import SynthesisError, VoiceCloneUnsupportedError
 from .models.qwen3_tts import Model, Qwen3TTSConfig
 from .policy import ComputePolicy
 from .request import Capabilities, Job
@@ -25,6 +25,8 @@ from .synthesis import (
     AudioChunk,
     Engine,
     GenerationResult,
+    JobStream,
+    StreamBatch,
     check_chunk_sizes,
 )
 from .text_stream import TextStream
@@ -156,6 +158,8 @@ class Qwen3TTS:
             split: split long texts (see `text`); False speaks the text in one piece.
             runaway_guard: stop generation that never ends (`RunawayGuard`); the result then
                 has `finish_reason == "runaway"` and a `RunawayWarning` is issued.
+            speed: speaking rate, 0.5 to 2.0 (1.0: the model's own): the audio is time-scaled
+                with its pitch kept (`timescale.py`); codes are unchanged.
 
         Returns:
             GenerationResult.
@@ -200,6 +204,17 @@ class Qwen3TTS:
         job = self.job(text, **kwargs)
         return self.thread.iterate(lambda: self.engine.stream(job, first_chunk_frames, chunk_frames))
 
+    def open_batch(self, max_batch: int = 8) -> "StreamingBatch":
+        """A continuous batch: streams that join one running frame loop at frame boundaries.
+
+        For serving many clients at once (the server uses it): each stream's audio is what it
+        would be alone, B rows cost little more than one (a frame reads the weights once), and
+        a stream that ends or is cancelled frees its row at once. See `StreamingBatch`.
+        """
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise SynthesisError(f"`max_batch` must be an integer >= 1, got {max_batch!r}.", "max_batch")
+        return StreamingBatch(self, max_batch)
+
     def open_stream(self, **kwargs: Any) -> TextStream:
         """A session that takes text as it arrives and yields audio while it still arrives.
 
@@ -233,3 +248,54 @@ class Qwen3TTS:
                 f"this one is {self.model_type}.", "ref_audio")
         return self.thread.run(self.engine.create_voice_prompt, ref_audio, ref_text)
 
+
+class StreamingBatch:
+    """Streams of several requests sharing one frame loop (continuous batching), for one model.
+
+        batch = tts.open_batch(max_batch=8)
+        a = batch.add("Hello there.", speaker="ryan", seed=1)
+        b = batch.add("And hello to you.", speaker="vivian", seed=2)  # joins at the next frame
+        while batch.active:
+            for stream, chunk in batch.step():   # chunks of whichever streams made one
+                ...                              # chunk.is_final ends a stream
+
+    `add` takes `stream_generate`'s arguments and validates them at once; a stream joins the loop
+    at the next `step` with a free row (at most `max_batch` run, the others wait), samples with
+    its own settings and keys, and its audio is what `stream_generate` gives for the same
+    arguments. `cancel` frees a stream's row at once. Every call runs on the model's thread,
+    so any thread may drive the batch (one at a time).
+    """
+
+    def __init__(self, tts: Qwen3TTS, max_batch: int):
+        self.tts = tts
+        self.batch: StreamBatch = tts.thread.run(StreamBatch, tts.engine, max_batch)
+
+    @property
+    def active(self) -> bool:
+        """Whether any stream runs or waits."""
+        return self.batch.active
+
+    @property
+    def running(self) -> int:
+        """Streams in the frame loop now."""
+        return self.batch.running
+
+    def add(self, text: str, *, chunk_frames: int = CHUNK_FRAMES,
+            first_chunk_frames: int = FIRST_CHUNK_FRAMES, **kwargs: Any) -> JobStream:
+        """Queue a stream; returns its handle (the one `step` pairs with its chunks).
+
+        Raises:
+            SynthesisError, AudioError: as `stream_generate` would.
+        """
+        first_chunk_frames, chunk_frames = check_chunk_sizes(first_chunk_frames, chunk_frames)
+        job = self.tts.job(text, **kwargs)
+        return self.tts.thread.run(self.batch.add, job, first_chunk_frames, chunk_frames)
+
+    def step(self) -> list[tuple[JobStream, AudioChunk | SynthesisError]]:
+        """One frame of every running stream: `(stream, chunk)` for each chunk made, or
+        `(stream, error)` for a stream that failed (it leaves; the others go on)."""
+        return self.tts.thread.run(self.batch.step)
+
+    def cancel(self, stream: JobStream) -> None:
+        """Stop a stream now (its client left); its row is free at the next step."""
+        self.tts.thread.run(self.batch.cancel, stream)

@@ -44,3 +44,13 @@ def tts(checkpoint):
         return loaded[key]
 
     return get
+
+
+def read_weights(path) -> dict:
+    """A safetensors file's tensors, read now: MLX loads lazily, so a file rewritten in place
+    must be read completely first (older MLX versions read it after it was truncated)."""
+    import mlx.core as mx
+
+    weights = dict(mx.load(str(path)))
+    mx.eval(weights)
+    return weights

@@ -94,17 +94,17 @@ def test_stream_equals_one_shot(cv, first, chunk):
 
 
 def test_first_chunk_arrives_before_generation_ends(cv, monkeypatch):
-    import mlx_qwen3_tts.synthesis as synthesis
+    from mlx_qwen3_tts.generate import FrameLoop
 
     produced = []
-    original = synthesis.generate_step
+    original = FrameLoop._read
 
-    def counting(*args, **kwargs):
-        for item in original(*args, **kwargs):
-            produced.append(1)
-            yield item
+    def counting(self, built):
+        frames = original(self, built)
+        produced.extend(frames)  # frames handed out by the loop
+        return frames
 
-    monkeypatch.setattr(synthesis, "generate_step", counting)
+    monkeypatch.setattr(FrameLoop, "_read", counting)
     stream = cv.stream_generate(TEXT, speaker="vivian", max_frames=30, seed=0, first_chunk_frames=2)
     first = next(stream)
     assert first.frames == 2 and len(produced) == 2 and len(first.audio) == 2 * 1920

@@ -13,6 +13,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import read_weights
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts.generate import FrameLoop, generate_codes
@@ -115,7 +116,7 @@ def test_compiled_predictor_sees_new_weights(checkpoint, tmp_path):
     before = tts.generate(TEXT, speaker="ryan", max_frames=4, **GREEDY)  # compiles the predictor
     key = "talker.code_predictor.lm_head.3.weight"
     folder = shutil.copytree(checkpoint("tiny-0.6b", "custom_voice"), tmp_path / "changed")
-    weights = dict(mx.load(str(folder / "model.safetensors")))
+    weights = read_weights(folder / "model.safetensors")
     weights[key] = -weights[key]
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "pt"})
     # Built from host data: a lazy array of this thread could not be evaluated on the model's.

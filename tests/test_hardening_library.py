@@ -12,6 +12,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import read_weights
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts import synthesis, tokens
@@ -246,11 +247,11 @@ def test_transcript_longer_than_the_reference_in_context(base, non_streaming_mod
 
 def test_only_the_files_a_checkpoint_names_are_loaded(checkpoint, tmp_path):
     folder = shutil.copytree(checkpoint(), tmp_path / "ck")
-    weights = dict(mx.load(str(folder / "model.safetensors")))
+    weights = read_weights(folder / "model.safetensors")
     key = "talker.model.norm.weight"
     mx.save_safetensors(str(folder / "model.backup.safetensors"), {key: weights[key] * 0 + 7},
                         metadata={"format": "pt"})
-    codec = dict(mx.load(str(folder / "speech_tokenizer" / "model.safetensors")))
+    codec = read_weights(folder / "speech_tokenizer" / "model.safetensors")
     first = next(iter(codec))
     mx.save_safetensors(str(folder / "speech_tokenizer" / "extra.safetensors"), {first: codec[first] * 0},
                         metadata={"format": "pt"})
@@ -265,7 +266,7 @@ def test_only_the_files_a_checkpoint_names_are_loaded(checkpoint, tmp_path):
 
 def test_a_tensor_of_the_wrong_kind_is_refused(checkpoint, tmp_path):
     folder = shutil.copytree(checkpoint(), tmp_path / "ck")
-    weights = dict(mx.load(str(folder / "model.safetensors")))
+    weights = read_weights(folder / "model.safetensors")
     key = "talker.model.norm.weight"
     weights[key] = weights[key].astype(mx.int32)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "pt"})
@@ -322,7 +323,7 @@ def test_voice_design_without_instruct_says_what_it_will_do(tts):
 def test_undecodable_weights_name_the_fix(checkpoint, tmp_path):
     folder = shutil.copytree(checkpoint(), tmp_path / "ck")
     path = folder / "speech_tokenizer" / "model.safetensors"
-    codec = dict(mx.load(str(path)))
+    codec = read_weights(path)
     key = next(k for k in codec if k.endswith("pre_conv.conv.bias"))
     codec[key] = mx.full(codec[key].shape, float("nan"))
     mx.save_safetensors(str(path), codec, metadata={"format": "pt"})

@@ -6,6 +6,7 @@ import shutil
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import read_weights
 from mlx.utils import tree_flatten
 
 import mlx_qwen3_tts as qt
@@ -27,7 +28,7 @@ def edit_config(folder, edit):
 
 
 def edit_weights(folder, edit):
-    weights = dict(mx.load(str(folder / "model.safetensors")))
+    weights = read_weights(folder / "model.safetensors")
     edit(weights)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "pt"})
 

@@ -6,6 +6,7 @@ import warnings
 
 import mlx.core as mx
 import pytest
+from conftest import read_weights
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts.text_split import split_text
@@ -109,7 +110,7 @@ def test_non_finite_logits_are_reported(checkpoint, tmp_path):
     import shutil
 
     folder = shutil.copytree(checkpoint(), tmp_path / "nan")
-    weights = dict(mx.load(str(folder / "model.safetensors")))
+    weights = read_weights(folder / "model.safetensors")
     w = weights["talker.model.norm.weight"]
     weights["talker.model.norm.weight"] = mx.full(w.shape, float("nan"), w.dtype)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "pt"})

@@ -32,6 +32,7 @@ import uvicorn
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts import server  # ours: an import error must fail, never skip
+from mlx_qwen3_tts.generate import FrameLoop
 
 TEXT = "hello world, this is a test."
 FRAMES = 4  # the server's max_frames: random weights rarely stop by themselves
@@ -196,7 +197,7 @@ def test_voice_names(client, reference):
     ({"response_format": "ogg"}, 400, "response_format", "unsupported_value"),
     ({"stream_format": "chunks"}, 400, "stream_format", "unsupported_value"),
     ({"input": "a" * 201}, 400, "input", "string_above_max_length"),
-    ({"speed": 1.5}, 400, "speed", "unsupported_value"),
+    ({"speed": 3.0}, 400, "speed", "synthesis"),  # 0.5 to 2.0 (OpenAI's range is 0.25 to 4.0)
     ({"model": "gpt-5-tts"}, 404, "model", "model_not_found"),
     ({"instructions": "whisper"}, 400, "instructions", "instruct_unsupported"),  # 0.6B CustomVoice
     ({"extra_body": {"language": "klingon"}}, 400, "language", "unsupported_language"),
@@ -336,19 +337,30 @@ def test_mp3_refused_clearly_without_libsndfile_support(client, monkeypatch):
     assert speak(client, response_format="wav")
 
 
-def fail_after_first_chunk(tts, error: Exception):
-    """A `stream_generate` that yields the real first chunk, then raises `error`."""
-    real = tts.stream_generate
+def fail_after_first_chunk(monkeypatch, error: Exception) -> None:
+    """The server's batch gives each stream its real first chunk, then fails it: a library error
+    is that stream's failure (the batch goes on); anything else a bug in the step."""
+    real_step, first = qt.StreamingBatch.step, set()
 
-    def stream_generate(text, **kwargs):
-        stream = real(text, **kwargs)
-        try:
-            yield next(stream)
-            raise error
-        finally:
-            stream.close()
+    def step(self):
+        out = []
+        for stream, chunk in real_step(self):
+            if id(stream) not in first:
+                first.add(id(stream))
+                out.append((stream, chunk))
+            elif isinstance(error, qt.Qwen3TTSError):
+                self.cancel(stream)
+                out.append((stream, error))
+            else:
+                raise error
+        return out
 
-    return stream_generate
+    monkeypatch.setattr(qt.StreamingBatch, "step", step)
+
+
+def hold_the_model(tts, gate: threading.Event) -> None:
+    """Keep the model's thread busy until `gate` is set: requests wait for it."""
+    threading.Thread(target=tts.thread.run, args=(gate.wait, 30), daemon=True).start()
 
 
 def post_speech(url: str, **fields) -> tuple[int, HTTPResponse]:
@@ -368,7 +380,7 @@ LATE_SHOWN = "the voice broke; check 'instructions'"  # in request field names
 @pytest.mark.parametrize("fmt", ["pcm", "wav"] + (["mp3"] if server.mp3_supported() else []))
 def test_an_error_after_the_status_line_cuts_the_stream(url, cv, monkeypatch, fmt, error):
     """Not a short file that looks complete: the stream ends without its last chunk, an error."""
-    monkeypatch.setattr(cv, "stream_generate", fail_after_first_chunk(cv, error))
+    fail_after_first_chunk(monkeypatch, error)
     status, response = post_speech(url, response_format=fmt)
     assert status == 200
     with pytest.raises(IncompleteRead):
@@ -379,8 +391,7 @@ def test_an_error_after_the_status_line_cuts_the_stream(url, cv, monkeypatch, fm
 
 def test_an_error_before_flac_is_sent_is_a_400(url, cv, monkeypatch):
     """FLAC is sent whole at the end, so an error on the way still gets its status code."""
-    late = fail_after_first_chunk(cv, qt.SynthesisError(LATE, "instruct"))
-    monkeypatch.setattr(cv, "stream_generate", late)
+    fail_after_first_chunk(monkeypatch, qt.SynthesisError(LATE, "instruct"))
     status, response = post_speech(url, response_format="flac")
     error = json.loads(response.read())["error"]
     assert (status, error["param"], error["code"]) == (400, "instructions", "synthesis")
@@ -388,8 +399,7 @@ def test_an_error_before_flac_is_sent_is_a_400(url, cv, monkeypatch):
 
 
 def test_an_error_after_the_status_line_is_an_sse_error_event(url, cv, monkeypatch):
-    late = fail_after_first_chunk(cv, qt.SynthesisError(LATE, "instruct"))
-    monkeypatch.setattr(cv, "stream_generate", late)
+    fail_after_first_chunk(monkeypatch, qt.SynthesisError(LATE, "instruct"))
     status, response = post_speech(url, response_format="pcm", stream_format="sse")
     lines = response.read().decode().splitlines()
     events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
@@ -399,10 +409,10 @@ def test_an_error_after_the_status_line_is_an_sse_error_event(url, cv, monkeypat
 
 
 def test_a_bug_is_a_500_json_error(client, cv, monkeypatch):
-    def broken(text, **kwargs):
+    def broken(self, text, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(cv, "stream_generate", broken)
+    monkeypatch.setattr(qt.StreamingBatch, "add", broken)
     with pytest.raises(openai.InternalServerError) as info:
         speak(client)
     assert info.value.status_code == 500 and info.value.type == "server_error"
@@ -456,12 +466,12 @@ def test_twenty_concurrent_requests_one_model_working_set(client):
 
 
 def test_full_queue_answers_429(cv):
-    app = server.build_app(cv, max_frames=2, max_queue=1)
+    app = server.build_app(cv, max_frames=2, max_queue=1, max_batch=1)
     synth = app.state.server.synth
     gate = threading.Event()
     with running(app) as base:
         client = make_client(base)
-        synth.executor.submit(gate.wait, 30)  # hold the worker so requests queue up
+        hold_the_model(cv, gate)  # requests queue up
         with ThreadPoolExecutor(2) as pool:
             waiting = [pool.submit(speak, client, voice="ryan") for _ in range(2)]
             deadline = time.monotonic() + 10
@@ -493,16 +503,18 @@ def test_client_disconnect_stops_synthesis(cv):
 
 
 def test_a_client_that_left_while_queued_is_not_synthesized(cv, monkeypatch):
-    spoken = []
-    real = cv.stream_generate
-    monkeypatch.setattr(cv, "stream_generate", lambda text, **kw: spoken.append(text) or real(text, **kw))
+    spoken = []  # requests that reached the frame loop (were prefilled)
+    real_add = FrameLoop.add
+    monkeypatch.setattr(FrameLoop, "add", lambda self, request, *a, **k: spoken.append(request.seed)
+                        or real_add(self, request, *a, **k))
     app = server.build_app(cv, max_frames=2)
     synth = app.state.server.synth
     gate = threading.Event()
     with running(app) as base:
         port = int(base.rsplit(":", 1)[1])
-        synth.executor.submit(gate.wait, 30)  # hold the worker so the request waits in the queue
-        body = json.dumps({"input": "left early", "voice": "alloy", "response_format": "pcm"}).encode()
+        hold_the_model(cv, gate)  # the request waits
+        body = json.dumps({"input": "left early", "voice": "alloy", "response_format": "pcm",
+                           "seed": 1}).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(f"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
                          f"application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
@@ -514,11 +526,11 @@ def test_a_client_that_left_while_queued_is_not_synthesized(cv, monkeypatch):
         while not any(job.cancelled.is_set() for job in synth.jobs) and time.monotonic() < deadline:
             time.sleep(0.02)
         gate.set()
-        assert speak(make_client(base), input="stayed")
+        assert speak(make_client(base), input="stayed", extra_body={"seed": 2})
         deadline = time.monotonic() + 10
         while synth.pending and time.monotonic() < deadline:
             time.sleep(0.02)
-    assert spoken == ["stayed"]
+    assert spoken == [2]
 
 
 def test_api_key(cv):
@@ -576,10 +588,10 @@ def test_error_messages_name_no_local_paths(checkpoint, tmp_path, monkeypatch):
         broken = message_of(voice="broken")  # the library's message names the file it read
         assert "broken.safetensors" in broken and "not a readable voice prompt file" in broken
 
-        def bug(text, **kwargs):
+        def bug(self, text, **kwargs):
             raise FileNotFoundError(2, "No such file or directory", str(base.path / "x" / "y.bin"))
 
-        monkeypatch.setattr(base, "stream_generate", bug)
+        monkeypatch.setattr(qt.StreamingBatch, "add", bug)
         bugged = message_of(voice="alice")
         assert "y.bin" in bugged and "FileNotFoundError" in bugged
         for message in (unknown, broken, bugged):
@@ -704,3 +716,59 @@ def test_help_lists_the_exit_statuses(capsys):
     for status in ("0 ", "1 ", "2 ", "3 "):
         assert f"\n  {status}" in out, out
     assert "cannot listen" in out and "--allowed-host" in out
+
+
+# ----------------------------------------------------------------------------- continuous batching
+
+
+def test_concurrent_streams_are_batched_and_each_is_what_it_is_alone(cv, monkeypatch):
+    """Four clients stream at once from one batch (rows join as they come, leave at their end);
+    each gets the audio its request gives alone: voice, seed and sampling of its own."""
+    frames = 24
+    widest = []
+    real_step = qt.StreamingBatch.step
+
+    def step(self):
+        widest.append(self.running)
+        return real_step(self)
+
+    monkeypatch.setattr(qt.StreamingBatch, "step", step)
+    requests = [dict(voice="ryan", input=TEXT, seed=1),
+                dict(voice="serena", input="a second voice, joining the batch.", seed=2),
+                dict(voice="aiden", input="and a third one, shorter.", seed=3, speed=1.25),
+                dict(voice="vivian", input=TEXT + " and then some more.", seed=4)]
+    app = server.build_app(cv, max_frames=frames, max_batch=4, first_chunk_frames=2, chunk_frames=3)
+    with running(app) as base:
+        client = make_client(base)
+
+        def one(r: dict) -> bytes:
+            extra = {"seed": r["seed"]} | ({"speed": r["speed"]} if "speed" in r else {})
+            return speak(client, voice=r["voice"], input=r["input"], extra_body=extra)
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(one, requests))
+    assert max(widest) >= 3  # the streams really ran together
+    for r, got in zip(requests, results):
+        alone = cv.generate(r["input"], speaker=r["voice"], seed=r["seed"], max_frames=frames,
+                            speed=r.get("speed", 1.0))
+        assert_pcm_close(got, np.clip(alone.audio, -1, 1))
+
+
+def test_a_new_stream_joins_while_others_speak(cv):
+    """A request arriving mid-generation joins at a frame boundary and gets its solo audio; the
+    running one is not disturbed."""
+    app = server.build_app(cv, max_frames=60, max_batch=4, first_chunk_frames=1, chunk_frames=1)
+    synth = app.state.server.synth
+    with running(app) as base:
+        client = make_client(base)
+        with ThreadPoolExecutor(2) as pool:
+            long_one = pool.submit(speak, client, voice="ryan", input=TEXT, extra_body={"seed": 7})
+            deadline = time.monotonic() + 30
+            while not synth.running and time.monotonic() < deadline:
+                time.sleep(0.01)
+            late = pool.submit(speak, client, voice="sohee", input="a late arrival.",
+                               extra_body={"seed": 8})
+            first, second = long_one.result(timeout=120), late.result(timeout=120)
+    assert_pcm_close(first, np.clip(cv.generate(TEXT, speaker="ryan", seed=7, max_frames=60).audio, -1, 1))
+    late_alone = cv.generate("a late arrival.", speaker="sohee", seed=8, max_frames=60).audio
+    assert_pcm_close(second, np.clip(late_alone, -1, 1))

@@ -66,7 +66,8 @@ class SyncCounter:
         self._patch(mx, "synchronize", self._sync("synchronize", mx.synchronize))
         self._patch(mx, "async_eval", self._dispatch(mx.async_eval))
         for name in ARRAY_METHODS:
-            self._patch(mx.array, name, self._sync(name, getattr(mx.array, name)))
+            if hasattr(mx.array, name):  # `__index__` came with MLX 0.32.4
+                self._patch(mx.array, name, self._sync(name, getattr(mx.array, name)))
         for name in NUMPY_FUNCTIONS:
             self._patch(np, name, self._sync(f"numpy.{name}", getattr(np, name), _holds_mlx))
         return self
