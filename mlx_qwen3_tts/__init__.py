@@ -7,6 +7,7 @@ load_mkl()
 
 # ruff: noqa: E402
 
+from .dialogue import DialogueResult, Timeline, Turn, TurnTiming, parse_script
 from .errors import (
     AudioError,
     EmptyTextError,
@@ -38,6 +39,7 @@ __all__ = [
     "AudioChunk",
     "AudioError",
     "Capabilities",
+    "DialogueResult",
     "ComputePolicy",
     "EmptyTextError",
     "GenerationResult",
@@ -56,6 +58,9 @@ __all__ = [
     "SynthesisError",
     "TextStream",
     "TextTooLongError",
+    "Timeline",
+    "Turn",
+    "TurnTiming",
     "UnknownSpeakerError",
     "UnsupportedLanguageError",
     "VoiceCloneUnsupportedError",
@@ -65,5 +70,6 @@ __all__ = [
     "is_voice_path",
     "list_voices",
     "load",
+    "parse_script",
     "voices_dir",
 ]

@@ -12,6 +12,7 @@ Exit status: 0 done, 1 the library failed (bad checkpoint or audio), 2 bad argum
 import argparse
 import os
 import queue
+import secrets
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -35,10 +36,12 @@ from . import (
     Qwen3TTSError,
     Qwen3TTSWarning,
     SynthesisError,
+    Timeline,
     UnsupportedLanguageError,
     __version__,
     check_voice_name,
     is_voice_path,
+    parse_script,
 )
 from .loading import DTYPES, load
 
@@ -97,6 +100,14 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     text.add_argument("--text", type=str, default=None, help="Text to speak.")
     text.add_argument("--text-file", type=str, default=None,
                       help="UTF-8 file holding the text to speak ('-' for standard input).")
+    text.add_argument("--script", type=str, default=None,
+                      help="A dialogue: a UTF-8 file of 'Name: text' lines, each name a speaker "
+                      "(CustomVoice), a saved voice (Base) or a description (VoiceDesign), spoken in "
+                      "turn with pauses.")
+    add("--cast", action="append", default=[], metavar="NAME=VOICE",
+        help="With --script: what a name stands for (a speaker, saved voice or description); repeat it.")
+    add("--pause", type=float, default=0.4, help="With --script: seconds of silence between turns. "
+        "Default: 0.4")
     add("--speaker", type=str, default=None,
         help="CustomVoice speaker (see --list-speakers). Default: vivian (or the first speaker).")
     add("--language", type=_language, default="auto",
@@ -181,8 +192,24 @@ def _check_out(path: str) -> None:
         raise UsageError(f"--out {path}: folder {out.parent} does not exist.")
 
 
+def _check_script_args(args: argparse.Namespace) -> None:
+    if args.script is None:
+        if args.cast:
+            raise UsageError("--cast maps the names of a --script; pass --script too.")
+        return
+    for flag_name in ("speaker", "ref_audio", "ref_text", "voice", "save_voice"):
+        if getattr(args, flag_name) is not None:
+            raise UsageError(f"{flag(flag_name)} does not go with --script: the script names its speakers "
+                             "(map a name to a voice with --cast NAME=VOICE).")
+    _check_file("--script", args.script)
+    for item in args.cast:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise UsageError(f"--cast {item}: expected NAME=VOICE.")
+
+
 def _check_args(args: argparse.Namespace) -> None:
     """Everything that can be checked before the (slow) model load."""
+    _check_script_args(args)
     if args.ref_text is not None and args.ref_audio is None:
         raise UsageError("--ref-text is the transcript of --ref-audio; pass --ref-audio too.")
     if args.save_voice is not None and args.ref_audio is None:
@@ -246,11 +273,12 @@ def _check_output(args: argparse.Namespace) -> None:
 def _read_text(args: argparse.Namespace) -> str:
     if args.text is not None:
         return args.text
-    if args.text_file not in (None, "-"):
-        try:
-            return Path(args.text_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"--text-file {args.text_file}: {e}") from e
+    for flag_name, path in (("--text-file", args.text_file), ("--script", args.script)):
+        if path not in (None, "-"):
+            try:
+                return Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UsageError(f"{flag_name} {path}: {e}") from e
     if args.text_file == "-" or not sys.stdin.isatty():
         return sys.stdin.read()
     return ""
@@ -259,6 +287,8 @@ def _read_text(args: argparse.Namespace) -> str:
 def _voice_kwargs(tts: Qwen3TTS, args: argparse.Namespace, log: _Log) -> dict[str, Any]:
     """Speaker, instruction and cloned voice arguments of `generate`; saves `--save-voice`."""
     kwargs: dict[str, Any] = {"language": args.language, "instruct": args.instruct}
+    if args.script is not None:
+        return kwargs  # the script names each turn's voice
     if args.save_voice is not None:
         prompt = tts.create_voice_prompt(args.ref_audio, args.ref_text)
         again = prompt.save_to(args.save_voice)
@@ -417,9 +447,9 @@ class _Progress:
             print(file=sys.stderr, flush=True)
 
 
-def _synthesize(
-    tts: Qwen3TTS, text: str, kwargs: dict[str, Any], args: argparse.Namespace, log: _Log
-) -> None:
+def _synthesize(tts: Qwen3TTS, chunks: Iterator[AudioChunk], args: argparse.Namespace, log: _Log,
+                seed: int | None = None) -> None:
+    """Write (and play) the chunks; `seed` is the one to report, if not the final chunk's."""
     player = _open_player(tts.sample_rate, log) if args.play else None
     # Without a live player, --play still needs a file: afplay plays it, or the user does.
     out = args.out if args.out is not None or player is not None else DEFAULT_OUT
@@ -430,7 +460,7 @@ def _synthesize(
     final: AudioChunk | None = None
     mx.reset_peak_memory()
     try:
-        for chunk in tts.stream_generate(text, **kwargs):
+        for chunk in chunks:
             progress.update(chunk)
             collected.append(chunk.audio)
             if args.stream and audio_file is not None:
@@ -447,7 +477,7 @@ def _synthesize(
         if not args.stream:
             audio_file.write(audio)
         audio_file.close()
-    _summary(final, len(audio) / tts.sample_rate, progress.first_audio, out, log)
+    _summary(final, len(audio) / tts.sample_rate, progress.first_audio, out, log, seed)
     if player is not None and not args.stream:
         player.play(audio)
     if player is not None:
@@ -457,7 +487,8 @@ def _synthesize(
 
 
 def _summary(
-    final: AudioChunk, seconds: float, first_audio: float | None, out: str | None, log: _Log
+    final: AudioChunk, seconds: float, first_audio: float | None, out: str | None, log: _Log,
+    seed: int | None = None,
 ) -> None:
     elapsed = final.elapsed
     rtf = elapsed / seconds if seconds else float("inf")
@@ -465,7 +496,7 @@ def _summary(
     log.info(
         f"{seconds:.2f} s of audio ({final.total_frames} frames) in {elapsed:.2f} s | first audio after "
         f"{first} | RTF {rtf:.2f} | peak memory {mx.get_peak_memory() / 1e9:.2f} GB | "
-        f"stop: {final.finish_reason} | seed {final.seed}"
+        f"stop: {final.finish_reason} | seed {final.seed if seed is None else seed}"
     )
     if final.finish_reason == "length":
         log.info("Stopped at the frame limit (--max-frames); the end of the text may be missing.")
@@ -524,7 +555,31 @@ def run(args: argparse.Namespace) -> None:
         repetition_penalty=args.repetition_penalty, max_frames=args.max_frames,
         runaway_guard=args.runaway_guard, speed=args.speed,
     )
-    _synthesize(tts, text, kwargs, args, log)
+    if args.script is not None:
+        _dialogue(tts, text, kwargs, args, log)
+    else:
+        _synthesize(tts, tts.stream_generate(text, **kwargs), args, log)
+
+
+def _dialogue(tts: Qwen3TTS, script: str, kwargs: dict[str, Any], args: argparse.Namespace,
+              log: _Log) -> None:
+    """--script: every turn checked first, then spoken turn by turn; each turn's timing logged."""
+    cast = dict(item.split("=", 1) for item in args.cast)
+    cast = {name.strip(): voice.strip() for name, voice in cast.items()}
+    timeline = Timeline(tts.sample_rate)
+
+    def timed(chunks: Iterator[AudioChunk]) -> Iterator[AudioChunk]:
+        for chunk in chunks:
+            timeline.add(chunk)
+            yield chunk
+
+    seed = kwargs.pop("seed")
+    seed = secrets.randbits(31) if seed is None else seed  # the dialogue's, which derives each turn's
+    chunks = tts.stream_dialogue(script, voices=cast, pause=args.pause, seed=seed, **kwargs)
+    _synthesize(tts, timed(chunks), args, log, seed)
+    for i, t in enumerate(timeline.timings(parse_script(script))):
+        log.info(f"turn {i + 1} {t.speaker}: {t.start:.2f}-{t.end:.2f} s ({t.frames} frames, "
+                 f"{t.finish_reason}, seed {t.seed})")
 
 
 def _fail(message: str, code: int, verbose: bool) -> int:

@@ -71,7 +71,11 @@ class GenerationResult:
 
 @dataclass
 class AudioChunk:
-    """A piece of streamed audio. Concatenating every chunk's `audio` gives the utterance."""
+    """A piece of streamed audio. Concatenating every chunk's `audio` gives the utterance.
+
+    `finish_reason` and `seed` come with the last chunk of an utterance (of each turn, in a
+    dialogue, whose chunks say their `turn`).
+    """
 
     audio: np.ndarray
     sample_rate: int
@@ -81,6 +85,7 @@ class AudioChunk:
     elapsed: float
     finish_reason: str | None = None
     seed: int | None = None
+    turn: int | None = None
 
 
 def check_chunk_sizes(first_chunk_frames: Any, chunk_frames: Any) -> tuple[int, int]:

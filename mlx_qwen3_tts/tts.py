@@ -6,13 +6,15 @@ whichever thread calls.
 """
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
+from .dialogue import DEFAULT_PAUSE, Dialogue, DialogueResult, collect
 from .errors import SynthesisError, VoiceCloneUnsupportedError
 from .models.qwen3_tts import Model, Qwen3TTSConfig
 from .policy import ComputePolicy
@@ -203,6 +205,52 @@ class Qwen3TTS:
         first_chunk_frames, chunk_frames = check_chunk_sizes(first_chunk_frames, chunk_frames)
         job = self.job(text, **kwargs)
         return self.thread.iterate(lambda: self.engine.stream(job, first_chunk_frames, chunk_frames))
+
+    def stream_dialogue(
+        self,
+        script: Any,
+        *,
+        voices: Mapping[str, Any] | None = None,
+        pause: float = DEFAULT_PAUSE,
+        seed: int | None = None,
+        chunk_frames: int = CHUNK_FRAMES,
+        first_chunk_frames: int = FIRST_CHUNK_FRAMES,
+        **kwargs: Any,
+    ) -> Iterator[AudioChunk]:
+        """A dialogue as a stream, turn by turn (see `generate_dialogue`); each chunk says its
+        `turn`, and a turn's last chunk carries its `finish_reason` and `seed`. Every turn is
+        checked before the first chunk."""
+        first_chunk_frames, chunk_frames = check_chunk_sizes(first_chunk_frames, chunk_frames)
+        dialogue = self.thread.run(Dialogue, self.engine, script, voices, pause, seed, kwargs)
+        return self.thread.iterate(lambda: dialogue.stream(first_chunk_frames, chunk_frames))
+
+    def generate_dialogue(self, script: Any, **kwargs: Any) -> DialogueResult:
+        """Speak a script of turns, each in its own voice, in one call.
+
+        Args:
+            script: `Name: text` lines (see `dialogue.py`), or a list of `(name, text)` pairs.
+            voices: what each name stands for: a CustomVoice speaker, a Base model's saved voice
+                (name, path or `VoicePrompt`), a VoiceDesign description, or a dict of `generate`
+                arguments. Default: the name itself.
+            pause: seconds of silence between turns. Default: 0.4.
+            seed: turn i is sampled with `dialogue.turn_seed(seed, i)`, reported in its timing.
+            **kwargs: `generate`'s language and sampling arguments, for every turn (`max_frames`
+                caps each turn).
+
+        Returns:
+            DialogueResult: the audio and, per turn, its speaker, start and end (seconds), seed.
+
+        Raises:
+            SynthesisError (or a subclass) naming the script line of an unknown speaker or a bad
+            turn, before anything is generated.
+        """
+        started = time.perf_counter()
+        dialogue_kwargs = {k: kwargs.pop(k) for k in ("voices", "pause", "seed") if k in kwargs}
+        dialogue = self.thread.run(Dialogue, self.engine, script, dialogue_kwargs.get("voices"),
+                                   dialogue_kwargs.get("pause", DEFAULT_PAUSE), dialogue_kwargs.get("seed"),
+                                   kwargs)
+        stream = self.thread.iterate(lambda: dialogue.stream(FIRST_CHUNK_FRAMES, CHUNK_FRAMES))
+        return collect(dialogue, stream, started)
 
     def open_batch(self, max_batch: int = 8) -> "StreamingBatch":
         """A continuous batch: streams that join one running frame loop at frame boundaries.

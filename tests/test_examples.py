@@ -4,6 +4,7 @@ Each script is run as a user runs it (a subprocess); its files are compared, sam
 with what the public API gives for the same arguments and seeds.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def assert_same_audio(path: Path, expected: np.ndarray) -> None:
 
 def test_every_example_is_tested():
     tested = {"custom_voice.py", "voice_design.py", "voice_clone.py", "streaming.py", "batch.py",
-              "long_text.py"}
+              "long_text.py", "dialogue.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -118,6 +119,19 @@ def test_long_text(checkpoint, tmp_path):
     run_example("long_text.py", model, "long.txt", "--seed", 0, "--out", "long.wav", cwd=tmp_path)
     assert len(split_text(text)) > 1
     assert_same_audio(tmp_path / "long.wav", qt.load(model).generate(text, speaker="vivian", seed=0).audio)
+
+
+def test_dialogue(checkpoint, tmp_path):
+    model = checkpoint("tiny-0.6b", "custom_voice")
+    proc = run_example("dialogue.py", model, "--max-frames", FRAMES, "--seed", 2, "--pause", 0.2,
+                       "--out", "d.wav", cwd=tmp_path)
+    spec = importlib.util.spec_from_file_location("dialogue_example", EXAMPLES / "dialogue.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)  # its SCRIPT and CAST (main() runs only as a script)
+    expected = qt.load(model).generate_dialogue(example.SCRIPT, voices=example.CAST, pause=0.2, seed=2,
+                                                language="english", max_frames=FRAMES)
+    assert_same_audio(tmp_path / "d.wav", expected.audio)
+    assert all(f"{t.speaker}: {t.text}" in proc.stdout for t in expected.turns)
 
 
 @pytest.mark.parametrize("name,args,message", [
