@@ -3,12 +3,14 @@
 Talker-sized Linears (the 7 projections of a 0.6B layer, 5 layers: 35 matrices, 77 M weights,
 what one code-predictor step reads), one row (a decode step) and 32 rows (a prompt), in every
 weight format the benchmark compares: float32, bfloat16, 8 and 4 bits, with MLX's own kernels
-and with the float32 products of `mlx_qwen3_tts.models.cpu_matmul`; then SnakeBeta over one
+and with the float32 products of `mlx_qwen3_tts.models.cpu_matmul` (for float32 weights: its
+one-row products as two rows and on two streams); then SnakeBeta over one
 second of the codec's last stage (24,000 x 96) with MLX's sin and with our polynomial.
 
-    LD_PRELOAD=$VIRTUAL_ENV/lib/libmkl_rt.so.3 MKL_NUM_THREADS=1 python bench/kernel_speed.py
+    python bench/kernel_speed.py
 
-The BLAS is whatever the process got (preload MKL or OpenBLAS as for bench/benchmark.py);
+The BLAS is what `import mlx_qwen3_tts` loads (MKL on Linux x86-64; `MLX_QWEN3_TTS_MKL=0` keeps
+MLX's bundled one, LD_PRELOAD another);
 `--formats`, `--rows` and `--reps` choose the weight formats, shapes and repetitions.
 """
 
@@ -16,11 +18,15 @@ import argparse
 import os
 import time
 
+# isort: off
+import mlx_qwen3_tts  # noqa: F401  (first: it loads MKL under MLX)
 import mlx.core as mx
+# isort: on
 import mlx.nn as nn
 
+from mlx_qwen3_tts import blas
 from mlx_qwen3_tts.models.codec import layers
-from mlx_qwen3_tts.models.cpu_matmul import use_float32_matmuls
+from mlx_qwen3_tts.models.cpu_matmul import use_float32_matmuls, use_threaded_matvecs
 
 LAYER = [(2048, 1024), (1024, 1024), (1024, 1024), (1024, 2048), (3072, 1024), (3072, 1024), (1024, 3072)]
 
@@ -57,10 +63,13 @@ def matmul_rows(formats: list[str], rows: list[int], reps: int) -> list[str]:
         mods = linears(fmt)
         dtype = mx.float32 if fmt == "fp32" else mx.bfloat16
         n_weights = sum(n_out * n_in for n_out, n_in in LAYER * 5)
-        for how in ("MLX", "float32 products") if fmt != "fp32" else ("MLX",):
-            if how != "MLX":
-                for m in mods:
+        ours = ("two_rows", "two_streams") if fmt == "fp32" else ("float32 products",)
+        for how in ("MLX", *ours):
+            for m in mods:
+                if how == "float32 products":
                     use_float32_matmuls(m)
+                elif how != "MLX":
+                    use_threaded_matvecs(m, how)
             for m_rows in rows:
                 xs = {k: mx.random.normal((1, m_rows, k)).astype(dtype) for k in (1024, 2048, 3072)}
                 s = seconds(reps, forward, mods, xs)
@@ -81,14 +90,13 @@ def snake_rows(reps: int) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", default="1,32", help="rows per product (comma list)")
+    p.add_argument("--rows", default="1,8,32", help="rows per product (comma list)")
     p.add_argument("--formats", default="fp32,bf16,q8,q4", help="weight formats (comma list)")
     p.add_argument("--reps", type=int, default=3)
     args = p.parse_args()
     mx.set_default_device(mx.cpu)
     threads = {v: os.environ.get(v) for v in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    preload = os.environ.get("LD_PRELOAD", "(none: bundled BLAS)")
-    print(f"mlx {mx.__version__}, LD_PRELOAD={preload}, {threads}")
+    print(f"mlx {mx.__version__}, BLAS: {blas.blas()}, {threads}")
     print("\n| weights | kernel | rows | ms for 35 Linears | G weights/s |\n|---|---|---|---|---|")
     rows = [int(r) for r in args.rows.split(",")]
     print("\n".join(matmul_rows(args.formats.split(","), rows, args.reps)))

@@ -14,6 +14,7 @@ import ctypes
 import glob
 import os
 import platform
+import re
 import site
 import sys
 import warnings
@@ -50,6 +51,9 @@ def _load() -> str:
         return "Accelerate"
     if not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")):
         return "MLX's bundled BLAS"
+    preloaded = [p for p in re.split(r"[:\s]+", os.environ.get("LD_PRELOAD", "")) if "libmkl_rt" in p]
+    if preloaded:  # the dynamic linker put it first already
+        return f"MKL (LD_PRELOAD {os.path.basename(preloaded[0])})"
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return f"MLX's bundled BLAS ({ENV_SWITCH}=0)"
     path = find_mkl()

@@ -7,7 +7,8 @@ process-wide switch, so a CPU model and a GPU model can live in one process):
   the CPU never bf16 by default (MLX's CPU bf16 and quantized kernels are several times slower
   than float32 through BLAS): float checkpoints compute in float32, quantized ones keep their
   packed weights with float32 scales and activations;
-* half-precision and quantized Linears multiply in float32 on the CPU (`models/cpu_matmul.py`);
+* half-precision and quantized Linears multiply in float32 on the CPU, and one-row float32
+  products use both cores (`models/cpu_matmul.py`);
 * the codec's convolutions (MLX's kernels on a GPU, BLAS matmuls on the CPU) and SnakeBeta (the
   GPU's fused sin, the CPU's polynomial);
 * on Metal, the wired-memory limit for the model's weights.
@@ -17,6 +18,7 @@ here, for the device at hand.
 """
 
 import logging
+import sys
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -26,7 +28,7 @@ from mlx.utils import tree_flatten
 from .blas import blas
 from .errors import ModelLoadError
 from .models.codec.layers import ConvImpl, SnakeImpl, use_impls
-from .models.cpu_matmul import use_float32_matmuls
+from .models.cpu_matmul import MatvecImpl, use_float32_matmuls, use_threaded_matvecs
 
 log = logging.getLogger("mlx_qwen3_tts")
 
@@ -52,6 +54,14 @@ def _name(dtype: mx.Dtype | None) -> str:
     return "as stored" if dtype is None else str(dtype).removeprefix("mlx.core.")
 
 
+def _cpu_matvec() -> MatvecImpl:
+    # Measured on Linux (bench/kernel_speed.py). On a Mac the CPU is the fallback device and
+    # Accelerate threads its own products: left as it is there.
+    if sys.platform == "darwin":
+        return "blas"
+    return "two_rows" if blas().startswith("MKL") else "two_streams"
+
+
 @dataclass(frozen=True)
 class ComputePolicy:
     """Device, dtype and kernel formulations of one model.
@@ -63,6 +73,8 @@ class ComputePolicy:
         float32_matmuls: half-precision and quantized Linears multiply in float32 (CPU).
         conv: how the codec computes its convolutions (`models/codec/layers.conv1d`).
         snake: how it computes SnakeBeta ("sin" or "poly").
+        matvec: how the talker's one-row float32 products use the cores: "blas" (as BLAS
+            does it), "two_rows" (MKL) or "two_streams" (`models/cpu_matmul.py`).
     """
 
     device: mx.Device
@@ -70,6 +82,7 @@ class ComputePolicy:
     float32_matmuls: bool
     conv: ConvImpl
     snake: SnakeImpl
+    matvec: MatvecImpl = "blas"
 
     @classmethod
     def choose(cls, device: mx.Device, dtype: mx.Dtype | None = None) -> "ComputePolicy":
@@ -80,7 +93,7 @@ class ComputePolicy:
         if dtype is None and not gpu:
             dtype = mx.float32
         return cls(device, dtype, float32_matmuls=not gpu, conv="native" if gpu else "matmul",
-                   snake="sin" if gpu else "poly")
+                   snake="sin" if gpu else "poly", matvec="blas" if gpu else _cpu_matvec())
 
     @property
     def on_gpu(self) -> bool:
@@ -90,6 +103,7 @@ class ComputePolicy:
         """Give a loaded talker (+ speaker encoder) this policy's Linear products."""
         if self.float32_matmuls:
             use_float32_matmuls(model)
+        use_threaded_matvecs(model, self.matvec)
 
     def apply_codec(self, codec: nn.Module) -> None:
         """Give a loaded speech tokenizer this policy's convolutions and SnakeBeta."""
@@ -114,4 +128,6 @@ class ComputePolicy:
         line = f"{where}, talker weights stored {_name(stored)}, computed in {_name(computed)}"
         if not self.on_gpu:
             line += f", BLAS: {blas()}"
+            if self.matvec != "blas":
+                line += f", one-row products as {self.matvec.replace('_', ' ')}"
         return line

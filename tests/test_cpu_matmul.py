@@ -1,4 +1,8 @@
-"""Float32 matmuls for half-precision Linears on the CPU: same values, same keys, used by load."""
+"""CPU products: float32 matmuls for half-precision Linears, two-stream matvecs for float32 ones:
+same values, same keys, used by load."""
+
+import dataclasses
+import sys
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -7,12 +11,16 @@ import pytest
 from mlx.utils import tree_flatten
 
 import mlx_qwen3_tts as qt
+from mlx_qwen3_tts import blas
 from mlx_qwen3_tts import convert as cv
 from mlx_qwen3_tts.models.cpu_matmul import (
     Float32MatmulLinear,
     Float32MatmulQuantizedLinear,
+    ThreadedMatvecLinear,
     use_float32_matmuls,
+    use_threaded_matvecs,
 )
+from mlx_qwen3_tts.policy import ComputePolicy
 
 TEXT = "Float32 products, half-precision weights."
 
@@ -105,7 +113,7 @@ def test_cpu_load_of_a_bfloat16_model_uses_float32_matmuls_with_the_same_keys(bf
     assert np.argmax(a) == np.argmax(b)
 
 
-def test_cpu_load_of_a_float32_model_changes_nothing(bf16_folder):
+def test_cpu_load_of_a_float32_model_keeps_float32_linears(bf16_folder):
     tts = qt.load(bf16_folder, dtype="float32", device="cpu")
     kinds = {type(m) for _, m in tts.model.named_modules()}
     assert Float32MatmulLinear not in kinds and nn.Linear in kinds
@@ -120,3 +128,59 @@ def test_quantized_bf16_model_generates_on_the_cpu(checkpoint, tmp_path):
     b = tts.generate(TEXT, speaker="vivian", max_frames=6, seed=3)
     assert a.frames == 6 and np.isfinite(a.audio).all()
     assert np.array_equal(a.audio, b.audio)
+
+
+@pytest.mark.parametrize("matvec", ["two_rows", "two_streams"])
+@pytest.mark.parametrize("rows", [1, 3, 40])
+@pytest.mark.parametrize("bias", [False, True])
+def test_threaded_matvecs_give_the_same_values_as_one_product(matvec, rows, bias):
+    mx.random.seed(4)
+    layer = nn.Linear(256, 1030, bias=bias)  # an odd half: 515 rows each side
+    x = mx.random.normal((2, rows, 256), key=mx.random.key(2))[:1]
+    want = layer(x)
+    assert use_threaded_matvecs(layer, matvec) == 1 and type(layer) is ThreadedMatvecLinear
+    got = layer(x)
+    assert got.shape == want.shape
+    assert np.array_equal(np.array(got), np.array(want))
+
+
+def test_threaded_matvecs_only_for_large_float32_linears():
+    model = nn.Sequential(nn.Linear(8, 1024), nn.Linear(1024, 8), nn.Linear(8, 2048))
+    model.layers[2].set_dtype(mx.bfloat16)
+    assert use_threaded_matvecs(model, "blas") == 0
+    assert use_threaded_matvecs(model, "two_streams") == 1
+    assert [type(m) for m in model.layers] == [ThreadedMatvecLinear, nn.Linear, nn.Linear]
+    assert use_threaded_matvecs(model, "two_rows") == 1 and model.layers[0].matvec == "two_rows"
+
+
+def test_the_cpu_policy_picks_the_matvec_for_its_blas():
+    cpu, gpu = ComputePolicy.choose(mx.cpu), ComputePolicy.choose(mx.gpu)
+    assert gpu.matvec == "blas"
+    if sys.platform == "darwin":
+        assert cpu.matvec == "blas"
+    else:
+        assert cpu.matvec == ("two_rows" if blas.blas().startswith("MKL") else "two_streams")
+
+
+@pytest.mark.parametrize("matvec", ["two_rows", "two_streams"])
+def test_a_cpu_model_with_threaded_matvecs_generates_the_same_audio(bf16_folder, monkeypatch, matvec):
+    """The whole frame loop (talker steps, the compiled code predictor, a batch of rows) with
+    every Linear threaded, against the same model with none: identical codes and audio."""
+    from mlx_qwen3_tts.models import cpu_matmul
+
+    monkeypatch.setattr(cpu_matmul, "MATVEC_MIN_OUT", 1)  # the tiny model's Linears are small
+    cpu = ComputePolicy.choose(mx.cpu)
+    threaded = qt.load(bf16_folder, policy=dataclasses.replace(cpu, matvec=matvec))
+    plain = qt.load(bf16_folder, policy=dataclasses.replace(cpu, matvec="blas"))
+    kinds = [type(m) for _, m in threaded.model.talker.named_modules() if isinstance(m, nn.Linear)]
+    assert kinds and set(kinds) == {ThreadedMatvecLinear}
+    assert f"one-row products as {matvec.replace('_', ' ')}" in threaded.compute
+    assert "one-row products" not in plain.compute
+    for sampling in ({}, {"temperature": 0.0, "subtalker_temperature": 0.0}):
+        a = threaded.generate(TEXT, speaker="vivian", max_frames=8, seed=5, **sampling)
+        b = plain.generate(TEXT, speaker="vivian", max_frames=8, seed=5, **sampling)
+        assert np.array_equal(a.codes, b.codes) and np.array_equal(a.audio, b.audio)
+    texts = [TEXT, "A second, shorter row."]
+    for a, b in zip(threaded.generate_batch(texts, speaker="vivian", max_frames=6, seed=2),
+                    plain.generate_batch(texts, speaker="vivian", max_frames=6, seed=2)):
+        assert np.array_equal(a.codes, b.codes)

@@ -84,3 +84,16 @@ def test_an_old_folder_recording_an_activation_dtype_loads_as_any_other(checkpoi
     a = new_tts.generate("hello there.", speaker="ryan", seed=0, max_frames=3)
     b = old_tts.generate("hello there.", speaker="ryan", seed=0, max_frames=3)
     np.testing.assert_array_equal(a.codes, b.codes)
+
+
+def test_a_preloaded_mkl_is_reported_as_mkl():
+    """LD_PRELOAD put MKL under MLX already: the policy must know (its matvec choice follows)."""
+    if not LINUX_X86:
+        pytest.skip("MKL is a dependency on Linux x86-64 only")
+    path = blas.find_mkl()
+    assert path is not None, "the mkl package is a dependency here"
+    probe = python("import mlx_qwen3_tts, mlx_qwen3_tts.blas as b, mlx.core as mx; print(b.blas()); "
+                   "from mlx_qwen3_tts.policy import ComputePolicy as P; print(P.choose(mx.cpu).matvec)",
+                   LD_PRELOAD=f"/nonexistent.so:{path}", MLX_QWEN3_TTS_MKL="0")
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split("\n")[:2] == [f"MKL (LD_PRELOAD {os.path.basename(path)})", "two_rows"]

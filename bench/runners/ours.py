@@ -57,6 +57,7 @@ def load(spec: dict, result: dict) -> Qwen3TTS:
     result["weights"] = weight_bytes_per_frame((k, v.nbytes) for k, v in params)
     result["talker_dtype"] = str(tts.model.talker.model.norm.weight.dtype)
     result["device"] = str(tts.device)
+    result["compute"] = tts.compute
     return tts
 
 

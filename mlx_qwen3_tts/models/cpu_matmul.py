@@ -12,7 +12,16 @@ with float32 operands, which holds the same values (bf16 and fp16 embed exactly 
 accumulates in float32, as MLX's half-precision kernels do. One-row products of plain half
 Linears keep MLX's kernel: it reads the half weight once, where the cast reads it, writes it
 twice as large and reads that again, which is no faster.
+
+And one-row float32 products, a decode step's, use both cores (`use_threaded_matvecs`): BLAS
+computes a one-row product on one thread, which streams the weight at about two thirds of the
+memory bandwidth. MKL threads a two-row product, so the row goes in twice ("two_rows"); a BLAS
+that threads nothing (MLX's bundled one) gets the two halves of the output rows on two MLX
+streams ("two_streams"), each its own thread, and twice the work would only double its time.
+`bench/kernel_speed.py` measures each formulation.
 """
+
+from typing import Literal
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -54,6 +63,53 @@ class Float32MatmulQuantizedLinear(nn.QuantizedLinear):
         if "bias" in self:
             y = y + self["bias"]
         return y.astype(x.dtype)
+
+
+MatvecImpl = Literal["blas", "two_rows", "two_streams"]
+MATVEC_MIN_OUT = 1024  # below this a product is too small for a second thread to pay for itself
+
+
+class ThreadedMatvecLinear(nn.Linear):
+    """`nn.Linear` (float32) whose one-row products use both cores (`use_threaded_matvecs`)."""
+
+    matvec: MatvecImpl
+    second_stream: mx.Stream | None
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if not _one_row(x):
+            return super().__call__(x)
+        if self.matvec == "two_rows":
+            # MKL computes one row on one thread and two rows on all of them: the row twice.
+            return super().__call__(mx.broadcast_to(x, (*x.shape[:-2], 2, x.shape[-1])))[..., :1, :]
+        half = self.weight.shape[0] // 2
+        with mx.stream(self.second_stream):
+            upper = self._product(x, slice(half, None))
+        return mx.concatenate([self._product(x, slice(None, half)), upper], axis=-1)
+
+    def _product(self, x: mx.array, rows: slice) -> mx.array:
+        # As nn.Linear computes it (the bias added inside the BLAS call): the same roundings.
+        if "bias" in self:
+            return mx.addmm(self.bias[rows], x, self.weight[rows].T)
+        return x @ self.weight[rows].T
+
+
+def use_threaded_matvecs(model: nn.Module, matvec: MatvecImpl) -> int:
+    """Give every float32 `nn.Linear` of `model` with at least `MATVEC_MIN_OUT` outputs the
+    `matvec` formulation, in place, and return how many changed. "two_streams" makes an MLX
+    stream, which belongs to the thread that makes it: call this on the thread that will run
+    the model (its `ModelThread`)."""
+    if matvec == "blas":
+        return 0
+    stream = mx.new_stream(mx.cpu) if matvec == "two_streams" else None
+    changed = 0
+    for _, module in model.named_modules():
+        if (type(module) in (nn.Linear, ThreadedMatvecLinear)
+                and module.weight.dtype == mx.float32 and module.weight.shape[0] >= MATVEC_MIN_OUT):
+            module.__class__ = ThreadedMatvecLinear
+            module.matvec = matvec
+            module.second_stream = stream
+            changed += 1
+    return changed
 
 
 def _float32_class(module: nn.Module) -> type | None:
