@@ -6,9 +6,12 @@ Modes (spec["mode"]):
 * long_text: peak memory of one `generate` call on a long text, split into pieces.
 * utterance: peak memory of one long utterance against the weights.
 * host_time: host time and host syncs per frame (`bench/host_time.py`).
+* batch_loop: the continuous batch's frame loop alone for C rows, and the parts of a lone
+  request's time to first audio (`bench/serve_batch.py`).
 
 Only the public surface is used: `tts.job(...)` for requests, `tts.engine` (model, prompt
-embedder, voice prefixes, speech tokenizer) and `generate.generate_step`. Every loaded model does
+embedder, voice prefixes, speech tokenizer, stream decoders) and `generate.generate_step` (or the
+`generate.FrameLoop` it and the server's continuous batch run). Every loaded model does
 its MLX work on its own thread, so anything that touches `tts.engine` runs through
 `tts.thread.run` (arrays made on that thread cannot be evaluated on another).
 """
@@ -393,9 +396,124 @@ def run_host_time(spec: dict, result: dict) -> None:
     result["host"]["method"] = "intervals between frames yielded by generate.generate_step"
 
 
+def batch_requests(tts: Qwen3TTS, spec: dict, count: int, first: int = 0,
+                   frames: int | None = None) -> list[Request]:
+    """Requests `first` .. `first + count - 1` as the server's clients send them: text i (of
+    similar lengths), seed i, exactly `frames` (default spec["frames"]) frames (no runaway
+    guard; EOS cannot win)."""
+    texts = spec["texts"]
+    return [request_for(tts, texts[i % len(texts)], speaker=spec["speaker"], language=spec["language"],
+                        seed=i, max_frames=frames or spec["frames"], runaway_guard=False)
+            for i in range(first, first + count)]
+
+
+def step_times(tts: Qwen3TTS, requests: list[Request]) -> list[tuple[float, int]]:
+    """One `FrameLoop` over `requests`, as the server's batch runs it (voice prefixes from the
+    engine's store), stepped until every row is done: `(seconds since the rows were added, frames
+    handed out)` after each step. Runs on the model's thread."""
+    from mlx_qwen3_tts.generate import FrameLoop
+
+    def run():
+        engine = tts.engine
+        loop = FrameLoop(engine.model.talker, engine.embedder.tts_pad)
+        for request in requests:
+            loop.add(request, prefix=engine.prefixes.get(engine.model.talker, request.prompt))
+        start, marks = time.perf_counter(), []
+        while loop.active:
+            out = loop.step()
+            marks.append((time.perf_counter() - start, len(out)))
+        return marks
+
+    return tts.thread.run(run)
+
+
+def loop_rate(marks: list[tuple[float, int]]) -> dict[str, float]:
+    """Frames/s of the loop alone: frames handed out after the first step over the time since it
+    (the rows' prefills and their first frames are in the first step, left out)."""
+    import statistics
+
+    frames = sum(n for _, n in marks[1:])
+    seconds = marks[-1][0] - marks[0][0]
+    steps = [b - a for (a, _), (b, _) in zip(marks, marks[1:])]
+    return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else float("nan"),
+            "steps": len(marks), "median_step_ms": 1000 * statistics.median(steps) if steps else float("nan")}
+
+
+def lone_first_chunk(tts: Qwen3TTS, spec: dict, seed: int) -> dict[str, float]:
+    """The parts of a lone request's time to first audio, each timed on its own (warm):
+
+    prompt_s: `tts.job(...)` (tokens and prompt embeddings, evaluated);
+    prefill_s: `FrameLoop.add` with the voice prefix's cached KV (the prompt's forward pass past
+      it and the first token), until MLX is idle (`mx.synchronize`: `add` only queues the work);
+    frame_s: one frame of a lone batch, the median step after the first two (steady state);
+    decode_s: `engine.decode_chunk` of the first chunk's frames on a fresh stream decoder;
+    first_chunk_s: the same request end to end in this process: job, add, the steps until the
+      first chunk's frames are out, their decode (no server, no HTTP).
+    """
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_qwen3_tts.generate import FrameLoop
+
+    first = spec["first_chunk_frames"]
+    text = spec["texts"][seed % len(spec["texts"])]
+    kwargs = dict(speaker=spec["speaker"], language=spec["language"], seed=seed, max_frames=spec["frames"],
+                  runaway_guard=False)
+
+    def run():
+        engine = tts.engine
+        talker = engine.model.talker
+        start = time.perf_counter()
+        request = request_for(tts, text, **kwargs)  # `tts.job` runs inline on the model's thread
+        prompt_s = time.perf_counter() - start
+        loop = FrameLoop(talker, engine.embedder.tts_pad)
+        t0 = time.perf_counter()
+        loop.add(request, prefix=engine.prefixes.get(talker, request.prompt))
+        mx.synchronize()
+        prefill_s = time.perf_counter() - t0
+        codes, marks = [], [time.perf_counter()]
+        while loop.active:
+            codes += [c for _, c in loop.step()]
+            marks.append(time.perf_counter())
+            if len(codes) == first:
+                chunk_out = marks[-1]
+        steps = np.diff(marks)
+        decoder = engine.stream_decoder(request)
+        t1 = time.perf_counter()
+        engine.decode_chunk(decoder, np.stack(codes[:first]))
+        decode_s = time.perf_counter() - t1
+        return {"prompt_s": prompt_s, "prefill_s": prefill_s,
+                "frame_s": float(np.median(steps[2:])) if len(steps) > 2 else float(steps[-1]),
+                "decode_s": decode_s,
+                "first_chunk_s": prompt_s + (chunk_out - t0) + decode_s,
+                "first_chunk_frames": first}
+
+    return tts.thread.run(run)
+
+
+def run_batch_loop(spec: dict, result: dict) -> None:
+    """The continuous batch's frame loop alone, C rows at once for each C in `spec["clients"]`,
+    `reps` times each; and the parts of a lone request's time to first audio (`lone_first_chunk`)."""
+    import statistics
+
+    tts = load(spec, result)
+    lone_first_chunk(tts, spec, seed=100)  # warm-up: voice prefix store, stream decoder, one row
+    result["loops"] = []
+    for clients in spec["clients"]:
+        # Warm-up of 4 frames: the code predictor is compiled once per batch shape.
+        step_times(tts, batch_requests(tts, spec, clients, first=100, frames=4))
+        runs = [loop_rate(step_times(tts, batch_requests(tts, spec, clients))) for _ in range(spec["reps"])]
+        result["loops"].append({"clients": clients, "runs": runs,
+                                "fps": statistics.median(r["fps"] for r in runs),
+                                "best_fps": max(r["fps"] for r in runs)})
+    parts = [lone_first_chunk(tts, spec, seed=spec["lone_seed"]) for _ in range(spec["reps"])]
+    result["lone"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+    result["lone"]["runs"] = parts
+
+
 def run(spec: dict, result: dict) -> None:
     modes = {"speed": run_speed, "clone_prefix": run_clone_prefix, "long_text": run_long_text,
-             "utterance": run_utterance, "host_time": run_host_time}
+             "utterance": run_utterance, "host_time": run_host_time, "batch_loop": run_batch_loop}
     modes[spec["mode"]](spec, result)
 
 
