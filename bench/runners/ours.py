@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlx_qwen3_tts  # noqa: F401  (before any mlx import: it loads MKL under MLX, blas.py)
+
 if TYPE_CHECKING:
     import numpy as np
 
