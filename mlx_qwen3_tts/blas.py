@@ -53,6 +53,7 @@ def _load() -> str:
         return "MLX's bundled BLAS"
     preloaded = [p for p in re.split(r"[:\s]+", os.environ.get("LD_PRELOAD", "")) if "libmkl_rt" in p]
     if preloaded:  # the dynamic linker put it first already
+        _mkl_settings()
         return f"MKL (LD_PRELOAD {os.path.basename(preloaded[0])})"
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return f"MLX's bundled BLAS ({ENV_SWITCH}=0)"
@@ -65,14 +66,20 @@ def _load() -> str:
             "float32 products; import mlx_qwen3_tts first (or start Python with "
             f"LD_PRELOAD={path}).", RuntimeWarning, stacklevel=3)
         return "MLX's bundled BLAS (mlx.core was imported before mlx_qwen3_tts)"
-    # The same results run to run: MKL's conditional numerical reproducibility, whatever the
-    # memory alignment of MLX's buffers (`MKL_CBWR`, unless the user chose a mode).
-    os.environ.setdefault("MKL_CBWR", "AUTO")
+    _mkl_settings()
     try:
         ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
     except OSError as e:  # a broken install: keep working, slower
         return f"MLX's bundled BLAS (MKL failed to load: {e})"
     return f"MKL ({os.path.basename(path)})"
+
+
+def _mkl_settings() -> None:
+    # Unless the user chose a mode, MKL's conditional numerical reproducibility: the same results
+    # run to run whatever the memory alignment of MLX's buffers (`MKL_CBWR`). MKL reads it at its
+    # first call, so this works after a preload too. It is also faster: without it a 0.6B
+    # float32 generation took a third longer on an AMD EPYC (2 threads, mkl 2026.2).
+    os.environ.setdefault("MKL_CBWR", "AUTO")
 
 
 def blas() -> str:

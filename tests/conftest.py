@@ -46,6 +46,27 @@ def tts(checkpoint):
     return get
 
 
+# The tiny checkpoints most tests speak with, loaded once (a test file may define its own).
+@pytest.fixture
+def cv(tts):
+    return tts("tiny-0.6b", "custom_voice")
+
+
+@pytest.fixture
+def cv17(tts):
+    return tts("tiny-1.7b", "custom_voice")
+
+
+@pytest.fixture
+def design(tts):
+    return tts("tiny-1.7b", "voice_design")
+
+
+@pytest.fixture
+def base(tts):
+    return tts("tiny-0.6b", "base")
+
+
 def read_weights(path) -> dict:
     """A safetensors file's tensors, read now: MLX loads lazily, so a file rewritten in place
     must be read completely first (older MLX versions read it after it was truncated)."""

@@ -14,18 +14,8 @@ TEXT = "hello world, this is a test."
 
 
 @pytest.fixture
-def cv(tts):
-    return tts("tiny-0.6b", "custom_voice")
-
-
-@pytest.fixture
 def base(tts):
     return tts("tiny-1.7b", "base")
-
-
-@pytest.fixture
-def design(tts):
-    return tts("tiny-1.7b", "voice_design")
 
 
 def reference_audio(seconds=1.0, sr=24000):

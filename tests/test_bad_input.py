@@ -16,26 +16,6 @@ TEXT = "hello there, how are you today?"
 SR = 24000
 
 
-@pytest.fixture
-def cv(tts):
-    return tts("tiny-0.6b", "custom_voice")
-
-
-@pytest.fixture
-def cv17(tts):
-    return tts("tiny-1.7b", "custom_voice")
-
-
-@pytest.fixture
-def design(tts):
-    return tts("tiny-1.7b", "voice_design")
-
-
-@pytest.fixture
-def base(tts):
-    return tts("tiny-0.6b", "base")
-
-
 def tone(seconds=1.0, sr=SR, channels=1):
     t = np.arange(int(seconds * sr)) / sr
     wav = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)

@@ -17,11 +17,6 @@ Ryan: Good to hear.
 FRAMES = 6  # per turn (max_frames caps each turn)
 
 
-@pytest.fixture
-def cv(tts):
-    return tts("tiny-0.6b", "custom_voice")
-
-
 def test_scripts_parse_into_turns():
     turns = qt.parse_script(SCRIPT)
     assert [(t.speaker, t.text, t.line) for t in turns] == [

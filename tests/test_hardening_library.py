@@ -24,21 +24,6 @@ GREEDY = dict(temperature=0, subtalker_temperature=0)
 CONTROL = [tokens.IM_START, tokens.IM_END, tokens.TTS_PAD, tokens.TTS_BOS, tokens.TTS_EOS]
 
 
-@pytest.fixture
-def cv(tts):
-    return tts("tiny-0.6b", "custom_voice")
-
-
-@pytest.fixture
-def cv17(tts):
-    return tts("tiny-1.7b", "custom_voice")
-
-
-@pytest.fixture
-def base(tts):
-    return tts("tiny-0.6b", "base")
-
-
 def tone(seconds=1.0, sr=24000):
     t = np.arange(int(seconds * sr)) / sr
     return (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)

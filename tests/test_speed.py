@@ -12,11 +12,6 @@ TEXT = "hello there, this is a test of the speaking rate."
 ARGS = dict(speaker="ryan", seed=3, max_frames=10)
 
 
-@pytest.fixture
-def cv(tts):
-    return tts("tiny-0.6b", "custom_voice")
-
-
 @pytest.mark.parametrize("speed", [0.5, 0.8, 1.25, 2.0])
 def test_duration_scales_and_codes_stay(cv, speed):
     normal = cv.generate(TEXT, **ARGS)
