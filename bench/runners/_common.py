@@ -46,6 +46,9 @@ def blas_summary(libraries: list[str]) -> str:
         mapped = [p for p in preload if any(os.path.realpath(p) == os.path.realpath(m) for m in libraries)]
         if mapped:
             return "preloaded " + ", ".join(mapped)
+    mkl = [m for m in libraries if os.path.basename(m).startswith("libmkl_rt")]
+    if mkl:  # loaded into the global scope before MLX (mlx_qwen3_tts/blas.py): its cblas_* win
+        return "MKL loaded before MLX: " + os.path.basename(mkl[0])
     bundled = [m for m in libraries if "mlx_cpu.libs" in m]  # the MLX wheel's reference BLAS/LAPACK
     shown = bundled or libraries
     return ("MLX wheel's bundled " if bundled else "as linked: ") + (
