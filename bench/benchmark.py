@@ -16,7 +16,7 @@ the same thread count. A precision is a weight format plus an activation dtype:
 
 On Linux, MLX's CPU wheel links a slow reference BLAS, and MLX calls only `cblas_sgemm`
 (also for a one-row matrix-vector product), so the BLAS decides the speed of every float32
-step. --blas mkl (`pip install mkl` into our venv: the `bench` extra) starts the MLX runners with
+step. --blas mkl (`mkl`, a dependency of ours on Linux x86-64) starts the MLX runners with
 LD_PRELOAD=<venv>/lib/libmkl_rt.so.3: MKL's sgemm streams a 1 x K by K x N product at memory
 speed, where OpenBLAS 0.3.21 first packs the weight (~3x slower). --blas openblas
 (`apt-get install -y libopenblas0-pthread`) preloads

@@ -475,10 +475,8 @@ def run_loops(args, model: Path, logs: Path) -> dict[str, Any]:
             "texts": TEXTS, "speaker": SPEAKER, "language": LANGUAGE, "frames": args.frames,
             "clients": args.clients, "reps": args.reps, "first_chunk_frames": args.first_chunk_frames,
             "lone_seed": args.load_clients}
-    env = base_env(args.threads)
-    if args.mkl:  # the runner imports mlx.core before the package: preload MKL, as benchmark.py does
-        env["LD_PRELOAD"] = args.mkl
-    result = run_one("ours", spec, args, "ours-batch-loop", logs, env)
+    # No preload: the runner imports mlx_qwen3_tts first, which loads MKL as in the servers.
+    result = run_one("ours", spec, args, "ours-batch-loop", logs, base_env(args.threads))
     log("frame loop:", result.get("error") or {r["clients"]: round(r["fps"], 2) for r in result["loops"]})
     return result
 

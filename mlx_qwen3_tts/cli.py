@@ -49,8 +49,7 @@ PROG = "mlx-qwen3-tts"
 DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"
 DEFAULT_OUT = "output.wav"
 # Library arguments the flags do not spell as `--` + the name with dashes.
-FLAG_NAMES = {"path_or_repo": "--model", "runaway_guard": "--no-runaway-guard", "ref_audio": "--ref-audio",
-              "text": "--text"}
+FLAG_NAMES = {"path_or_repo": "--model", "runaway_guard": "--no-runaway-guard"}
 # Output suffix -> (soundfile format, subtype).
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 

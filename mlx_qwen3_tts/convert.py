@@ -38,6 +38,7 @@ from .loading import (
     load_model,
     read_json,
     resolve_path,
+    speech_tokenizer_folder,
 )
 
 Q_BITS = (4, 6, 8)
@@ -208,11 +209,7 @@ def _check_source(source: Path, target: Path, config: dict[str, Any]) -> None:
             "would round twice. Load it as it is with mlx_qwen3_tts.load, or convert the original "
             "checkpoint."
         )
-    if not (source / "speech_tokenizer" / "config.json").is_file():
-        raise ModelLoadError(
-            f"{source} lacks speech_tokenizer/config.json; every Qwen3-TTS checkpoint ships its "
-            "12 Hz speech tokenizer in that subfolder."
-        )
+    speech_tokenizer_folder(source)
 
 
 # --------------------------------------------------------------------------- writing

@@ -18,6 +18,10 @@ class _Rendered:
 
     param: str | None
 
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
     def render(self, name: Callable[[str], str | None]) -> str:
         """The message with each `` `argument` `` replaced by `name(argument)` (kept if None)."""
 
@@ -34,10 +38,6 @@ class Qwen3TTSError(_Rendered, Exception):
     Attributes:
         param: the argument the error is about (a Python API name such as ``"speaker"``), or None.
     """
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.param = param
 
 
 class ModelLoadError(Qwen3TTSError):
@@ -82,10 +82,6 @@ class ModeError(SynthesisError):
 
 class Qwen3TTSWarning(_Rendered, UserWarning):
     """A warning of this library; `param` names the argument it is about, if any."""
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.param = param
 
 
 class RunawayWarning(Qwen3TTSWarning, RuntimeWarning):

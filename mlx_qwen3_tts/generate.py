@@ -15,7 +15,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 
 import mlx.core as mx
 import numpy as np
@@ -215,14 +215,19 @@ def _filter(cache, keep: list[int]):
     return cache
 
 
-def _next_keys(keys: mx.array, groups: int) -> tuple[mx.array, mx.array]:
-    """Each row's next key and its `groups` draw keys for one frame: `([B, 2], [B, groups, 2])`."""
-    nexts, draws = [], []
-    for key in keys:
+@lru_cache
+def _key_splitter(groups: int) -> Callable:
+    def row_keys(key: mx.array) -> tuple[mx.array, mx.array]:
         key, step_key = mx.random.split(key)
-        nexts.append(key)
-        draws.append(mx.random.split(step_key, groups))
-    return mx.stack(nexts), mx.stack(draws)
+        return key, mx.random.split(step_key, groups)
+
+    return mx.vmap(row_keys)
+
+
+def _next_keys(keys: mx.array, groups: int) -> tuple[mx.array, mx.array]:
+    """Each row's next key and its `groups` draw keys for one frame: `([B, 2], [B, groups, 2])`,
+    the keys the row would get alone, built as one graph whatever the batch size."""
+    return _key_splitter(groups)(keys)
 
 
 @dataclass
@@ -261,6 +266,7 @@ class FrameLoop:
         self.vocab = cfg.vocab_size
         self.groups = cfg.num_code_groups
         self.ban = talker_ban_mask(cfg.vocab_size, self.eos)
+        self.ids = mx.arange(self.vocab)
         self.rows: list[Row] = []  # in the batch, aligned with `state`
         self.state: _State | None = None
         self.joining: list[tuple[Row, _State]] = []  # prefilled, merged at the next build
@@ -365,12 +371,11 @@ class FrameLoop:
             return None  # every row's last frame is built already
         if not all(r.text.ready(i) for r, i in zip(rows, index)):
             return None  # text streamed in has not arrived yet
-        s = self.state
-        stopped = mx.array([r.done for r in rows])
-        done = s.done | (s.c0 == self.eos) | stopped
+        s = self.state  # rows stopped on the host left the batch in `_settle`
+        done = s.done | (s.c0 == self.eos)
         # Rows that are done are fed EOS, as HF's generate feeds them its pad (= EOS) id.
         c0 = mx.where(done, self.eos, s.c0).astype(mx.uint32)
-        seen = s.seen | (mx.arange(self.vocab) == c0[:, None])
+        seen = s.seen | (self.ids == c0[:, None])
         talker_settings, predictor_settings, penalty = self._settings()
         flags = (predictor_settings.sampled, predictor_settings.uses_top_k, predictor_settings.uses_top_p)
         predict = compiled_predictor(self.talker, flags)
@@ -421,11 +426,6 @@ class FrameLoop:
             self._row_settings = None
         self.joining = []
 
-    @property
-    def waiting(self) -> bool:
-        """Rows run, but no frame can be built: their streamed-in text has not arrived."""
-        return self.active and self.queued is None
-
 
 # --------------------------------------------------------------------------- fixed batches
 
@@ -437,14 +437,9 @@ class Frame:
     Attributes:
         codes: `[B, 16]` codes of this frame for every row, on the host (zeros for rows
             without a frame this step).
-        active: `[B]` rows this frame belongs to.
-        reasons: per row, why it stopped ("eos", "runaway", "length") or None while it runs:
-            one list, updated in place, so the last frame's list holds the final reasons.
     """
 
     codes: np.ndarray
-    active: np.ndarray
-    reasons: list[str | None]
 
 
 def generate_step(
@@ -452,7 +447,6 @@ def generate_step(
     requests: list[Request],
     tts_pad: mx.array,
     prefixes: list[PrefixCache | None] | None = None,
-    texts: list[TextSource] | None = None,
 ) -> Iterator[Frame]:
     """Generate frames for a batch of requests, one frame per iteration.
 
@@ -463,8 +457,6 @@ def generate_step(
         tts_pad: `[1, H]` text-side embedding added once a row's trailing text runs out.
         prefixes: per row, the KV cache of its prompt's voice prefix, computed earlier for the
             same voice (only the rest is prefilled), or None.
-        texts: per row, the text fed back with each frame; default: each prompt's trailing text
-            (text streamed in while generating passes its own, `text_stream.py`).
 
     Yields:
         `Frame`s until every row has stopped.
@@ -474,26 +466,17 @@ def generate_step(
     """
     loop = FrameLoop(talker, tts_pad)
     prefixes = prefixes or [None] * len(requests)
-    texts = texts or [None] * len(requests)
-    rows = [loop.add(r, t, p) for r, t, p in zip(requests, texts, prefixes)]
+    rows = [loop.add(r, None, p) for r, p in zip(requests, prefixes)]
     where = {id(row): b for b, row in enumerate(rows)}
-    reasons: list[str | None] = [None] * len(rows)
-    try:
-        while loop.active:
-            out = loop.step()
-            _raise_errors(rows)
-            reasons[:] = [r.reason for r in rows]
-            if not out:
-                assert not loop.waiting, "a text source was pulled before its text arrived"
-                continue  # this step's frames all stopped; the rows left may still have frames
-            codes = np.zeros((len(rows), NUM_CODE_GROUPS), np.int32)
-            active = np.zeros(len(rows), bool)
-            for row, row_codes in out:
-                codes[where[id(row)]] = row_codes
-                active[where[id(row)]] = True
-            yield Frame(codes, active, reasons)
-    finally:
-        reasons[:] = [r.reason for r in rows]
+    while loop.active:
+        out = loop.step()
+        _raise_errors(rows)
+        if not out:
+            continue  # this step's frames all stopped; the rows left may still have frames
+        codes = np.zeros((len(rows), NUM_CODE_GROUPS), np.int32)
+        for row, row_codes in out:
+            codes[where[id(row)]] = row_codes
+        yield Frame(codes)
 
 
 def _raise_errors(rows: list[Row]) -> None:

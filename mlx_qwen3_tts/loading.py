@@ -174,15 +174,21 @@ def _check_codec_fits(config: Qwen3TTSConfig, speech: SpeechTokenizer, source: P
             f"{predictor.vocab_size}; the folder mixes two checkpoints.")
 
 
-def _load(folder: Path, policy: ComputePolicy, thread: ModelThread) -> Qwen3TTS:
-    model = load_model(folder, policy.dtype)
-    policy.apply_talker(model)
+def speech_tokenizer_folder(folder: Path) -> Path:
+    """The checkpoint's `speech_tokenizer/` subfolder; ModelLoadError if it has no config."""
     speech_folder = folder / "speech_tokenizer"
     if not (speech_folder / "config.json").is_file():
         raise ModelLoadError(
             f"{folder} lacks speech_tokenizer/config.json; every Qwen3-TTS checkpoint ships its "
             "12 Hz speech tokenizer in that subfolder."
         )
+    return speech_folder
+
+
+def _load(folder: Path, policy: ComputePolicy, thread: ModelThread) -> Qwen3TTS:
+    model = load_model(folder, policy.dtype)
+    policy.apply_talker(model)
+    speech_folder = speech_tokenizer_folder(folder)
     speech = SpeechTokenizer.from_pretrained(speech_folder, policy=policy)
     _check_codec_fits(model.config, speech, speech_folder)
     policy.wire(model, speech.model)

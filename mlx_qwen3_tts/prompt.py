@@ -91,9 +91,6 @@ class PromptEmbedder:
     def text(self, ids: list[int]) -> mx.array:
         return self.model.talker.embed_text(mx.array(ids, mx.int32))
 
-    def fixed_text(self, prompt: Prompt) -> FixedText:
-        return FixedText(prompt.trailing, self.tts_pad, prompt.text_tokens)
-
     def codec(self, ids: list[int]) -> mx.array:
         return self.model.talker.embed_codec(mx.array(ids, mx.int32))
 

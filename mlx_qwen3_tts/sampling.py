@@ -36,10 +36,9 @@ class SamplerSettings:
 def apply_repetition_penalty(logits: mx.array, seen: mx.array, penalty: float | mx.array) -> mx.array:
     """HF `RepetitionPenaltyLogitsProcessor`: seen ids get `s * p` if negative else `s / p`.
 
-    `penalty` is a number or `[B, 1]` per row; 1.0 leaves a row's logits exactly as they are.
+    `penalty` is a number or `[B, 1]` per row; 1.0 leaves a row's logits exactly as they are
+    (multiplying or dividing by 1 is exact).
     """
-    if isinstance(penalty, (int, float)) and penalty == 1.0:
-        return logits
     penalized = mx.where(logits < 0, logits * penalty, logits / penalty)
     return mx.where(seen, penalized, logits)
 
@@ -103,32 +102,21 @@ class RowSettings:
         return self.temperature, self.top_k, self.top_p_cut, self.greedy
 
 
-def apply_top_k(logits: mx.array, k: int | mx.array) -> mx.array:
-    """Keep logits >= the k-th largest (ties kept, as HF's `TopKLogitsWarper`); 0 = off.
-
-    `k` is a number or `[B, 1]` per row.
-    """
+def apply_top_k(logits: mx.array, k: mx.array) -> mx.array:
+    """Keep logits >= the k-th largest (ties kept, as HF's `TopKLogitsWarper`); `k` `[B, 1]` per
+    row, 0 (or >= V) = off."""
     V = logits.shape[-1]
-    if isinstance(k, int):
-        if k <= 0 or k >= V:
-            return logits
-        kth = mx.min(mx.topk(logits, k, axis=-1), axis=-1, keepdims=True)
-    else:
-        ranked = mx.sort(logits, axis=-1)
-        kth = mx.take_along_axis(ranked, mx.clip(V - k, 0, V - 1), axis=-1)
-        kth = mx.where((k > 0) & (k < V), kth, -mx.inf)
+    ranked = mx.sort(logits, axis=-1)
+    kth = mx.take_along_axis(ranked, mx.clip(V - k, 0, V - 1), axis=-1)
+    kth = mx.where((k > 0) & (k < V), kth, -mx.inf)
     return mx.where(logits < kth, -mx.inf, logits)
 
 
-def apply_top_p(logits: mx.array, p: float | None = None, cut: mx.array | None = None) -> mx.array:
+def apply_top_p(logits: mx.array, cut: mx.array) -> mx.array:
     """HF `TopPLogitsWarper`: drop ascending-sorted ids whose cumulative prob <= 1 - p, keep >= 1.
 
-    Give `p`, or `cut` = 1 - p per row (`[B, 1]`; 0 drops only ids whose probability is 0).
+    `cut` = 1 - p per row (`[B, 1]`; 0 drops only ids whose probability is 0).
     """
-    if cut is None:
-        if p >= 1.0:
-            return logits
-        cut = 1 - p
     order = mx.argsort(logits, axis=-1)
     sorted_logits = mx.take_along_axis(logits, order, axis=-1)
     cumulative = mx.cumsum(mx.softmax(sorted_logits, axis=-1), axis=-1)
@@ -139,16 +127,15 @@ def apply_top_p(logits: mx.array, p: float | None = None, cut: mx.array | None =
 
 
 def filter_logits(logits: mx.array, settings: SamplerSettings | RowSettings) -> mx.array:
-    """Temperature, then top-k, then top-p: the warpers of a sampling step."""
+    """Temperature, then top-k, then top-p: the warpers of a sampling step (one `SamplerSettings`
+    for every row, or a `RowSettings` per row, the form the frame loop uses)."""
     if isinstance(settings, SamplerSettings):
-        if settings.temperature not in (0.0, 1.0):
-            logits = logits / settings.temperature
-        return apply_top_p(apply_top_k(logits, settings.top_k), settings.top_p)
+        settings = RowSettings.of([settings] * logits.shape[0], logits.shape[-1])
     logits = logits / settings.temperature  # 1 for greedy rows: dividing by 1 changes nothing
     if settings.uses_top_k:
         logits = apply_top_k(logits, settings.top_k)
     if settings.uses_top_p:
-        logits = apply_top_p(logits, cut=settings.top_p_cut)
+        logits = apply_top_p(logits, settings.top_p_cut)
     return logits
 
 

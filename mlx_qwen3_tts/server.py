@@ -5,10 +5,10 @@
     GET  /v1/voices         the voice names `voice` accepts
     GET  /health            readiness and queue depth
 
-One model is kept in memory and requests are synthesized one at a time on one worker thread:
-MLX generation must stay off the event loop, and a second concurrent frame loop on the same
-model would only split the machine between them. At most `max_queue` requests wait behind the
-one being synthesized; more are answered 429. Errors are OpenAI's JSON shape,
+One model is kept in memory and requests are synthesized together in one continuous batch,
+driven by one scheduler thread (MLX generation must stay off the event loop): up to `max_batch`
+stream at once, joining and leaving the running frame loop at frame boundaries, and at most
+`max_queue` more wait; beyond that they are answered 429. Errors are OpenAI's JSON shape,
 `{"error": {"message", "type", "param", "code"}}`, and name no local paths.
 
 No web page can drive the server: POST bodies must be `application/json` (which needs a CORS
@@ -562,7 +562,7 @@ class Synthesizer:
     next frame, freeing its row. `pending` is only touched on the event loop, so it needs no lock.
     """
 
-    def __init__(self, tts: Qwen3TTS, max_queue: int, voices_folder: Path, max_batch: int = 1):
+    def __init__(self, tts: Qwen3TTS, max_queue: int, voices_folder: Path, max_batch: int):
         self.tts, self.max_queue, self.voices_folder = tts, max_queue, voices_folder
         self.max_batch = max_batch
         self.pending = 0
@@ -650,8 +650,7 @@ class Synthesizer:
         for stream, run in list(self.running.items()):
             if run.job.cancelled.is_set():  # the client went away: free its row now
                 self.batch.cancel(stream)
-                del self.running[stream]
-                self._end(run.job)
+                self._retire(stream)
 
     def _post(self, made: list) -> None:
         for stream, chunk in made:
@@ -660,15 +659,17 @@ class Synthesizer:
                 continue
             if isinstance(chunk, Qwen3TTSError):
                 run.job.post(_Failed(chunk))
-                del self.running[stream]
-                self._end(run.job)
+                self._retire(stream)
                 continue
             run.job.post(run.encoder.feed(chunk.audio))
             if chunk.is_final:
                 run.job.post(run.encoder.finish())
                 run.job.post(_Done(run.input_tokens, chunk.total_frames))
-                del self.running[stream]
-                self._end(run.job)
+                self._retire(stream)
+
+    def _retire(self, stream: Any) -> None:
+        """A stream left the batch: its job ends."""
+        self._end(self.running.pop(stream).job)
 
     def _end(self, job: _Job, error: BaseException | None = None) -> None:
         job.post(_END)

@@ -19,7 +19,7 @@ from .audio import MAX_REFERENCE_SECONDS, prepare_audio, read_audio
 from .errors import AudioError, RunawayWarning, SynthesisError, warn
 from .generate import Frame, FrameLoop, PrefixCache, PrefixStore, Row, generate_codes, generate_step
 from .models.qwen3_tts import Model
-from .prompt import PromptEmbedder, TextSource
+from .prompt import PromptEmbedder
 from .request import GenerationConfig, Job, Request, RequestBuilder
 from .speech_tokenizer import SpeechTokenizer, StreamingDecoder
 from .text_tokenizer import TextTokenizer
@@ -236,14 +236,14 @@ class Engine:
 
     # ------------------------------------------------------------------- frames
 
-    def frames(self, requests: list[Request], texts: list[TextSource] | None = None) -> Iterator[Frame]:
-        """`generate_step` over these requests; a single request reuses its voice prefix."""
-        return generate_step(self.model.talker, requests, self.embedder.tts_pad, self._prefixes(requests),
-                             texts)
+    def frames(self, requests: list[Request]) -> Iterator[Frame]:
+        """`generate_step` over these requests, each reusing its voice prefix."""
+        return generate_step(self.model.talker, requests, self.embedder.tts_pad,
+                             [self.prefix(r) for r in requests])
 
-    def _prefixes(self, requests: list[Request]) -> list[PrefixCache | None]:
-        """Each request's voice prefix KV cache (computed once per voice, `PrefixStore`)."""
-        return [self.prefixes.get(self.model.talker, r.prompt) for r in requests]
+    def prefix(self, request: Request) -> PrefixCache | None:
+        """The request's voice prefix KV cache (computed once per voice, `PrefixStore`)."""
+        return self.prefixes.get(self.model.talker, request.prompt)
 
     def stream_decoder(self, request: Request) -> StreamingDecoder:
         decoder = self.speech_tokenizer.stream_decoder()
@@ -269,7 +269,8 @@ class Engine:
 
     def codes(self, requests: list[Request]) -> list[tuple[np.ndarray, str]]:
         """All frames of every row: `(codes [frames, 16], finish_reason)` per request."""
-        return generate_codes(self.model.talker, requests, self.embedder.tts_pad, self._prefixes(requests))
+        return generate_codes(self.model.talker, requests, self.embedder.tts_pad,
+                              [self.prefix(r) for r in requests])
 
     # ------------------------------------------------------------------- whole calls
 
@@ -479,8 +480,7 @@ class StreamBatch:
         if request is None:
             stream.done = True
             return
-        prefix = self.engine.prefixes.get(self.engine.model.talker, request.prompt)
-        row = self.loop.add(request, prefix=prefix)
+        row = self.loop.add(request, prefix=self.engine.prefix(request))
         self.rows[id(row)] = (row, stream)
 
 

@@ -86,7 +86,6 @@ class TextStream:
                 "x-vector voice (create_voice_prompt(ref_audio) without `ref_text`) instead.", "ref_text")
         self.text = StreamedText(engine)
         self.tail = ""  # text after the last committed pre-token
-        self.finished = False
         self.loop: FrameLoop | None = None
         self.last: AudioChunk | None = None  # the final chunk, kept for finish()
         self.done = False
@@ -103,6 +102,11 @@ class TextStream:
         self.loop = None
         self.done = True
 
+    @property
+    def finished(self) -> bool:
+        """`finish()` was called: all text is in."""
+        return self.text.finished
+
     def feed(self, text: str) -> None:
         """Add text; tokens are committed up to the last complete pre-token."""
         if self.finished:
@@ -118,9 +122,7 @@ class TextStream:
     def finish(self) -> Iterator[AudioChunk]:
         """Commit the rest of the text and generate to the end; the last chunk is final."""
         if not self.finished:
-            self.finished = True
-            tok = self.engine.text_tokenizer
-            self.text.ids += tok.encode_pre_tokens(tok.pre_tokens(self.tail))
+            self.text.ids += self.engine.text_tokenizer.encode_literal(self.tail)
             self.text.finished = True
             self.tail = ""
         return self.thread.iterate(lambda: self._steps(final=True))
@@ -142,8 +144,7 @@ class TextStream:
         self.out.start = self.start  # chunks' `elapsed` counts from open_stream
         request = self.out.next_request()
         self.loop = FrameLoop(engine.model.talker, engine.embedder.tts_pad)
-        prefix = engine.prefixes.get(engine.model.talker, request.prompt)
-        self.row = self.loop.add(request, text=self.text, prefix=prefix)
+        self.row = self.loop.add(request, text=self.text, prefix=engine.prefix(request))
 
     def _steps(self, final: bool) -> Iterator[AudioChunk]:
         if self.loop is None:

@@ -77,10 +77,14 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
+    def _split(self, text: str) -> tuple[str, list[tuple[str, tuple[int, int]]]]:
+        """NFC, then the Qwen2 split: the normalized text and its pieces with their offsets."""
+        normalized = self._tokenizer.normalizer.normalize_str(text)
+        return normalized, self._tokenizer.pre_tokenizer.pre_tokenize_str(normalized)
+
     def pre_tokens(self, text: str) -> list[str]:
         """The byte-level pieces BPE runs on, after NFC and the Qwen2 split."""
-        normalized = self._tokenizer.normalizer.normalize_str(text)
-        return [p for p, _ in self._tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
+        return [p for p, _ in self._split(text)[1]]
 
     def encode_pre_tokens(self, pieces: list[str]) -> list[int]:
         """BPE ids of pieces from `pre_tokens`: each piece's ids never depend on what follows."""
@@ -94,8 +98,7 @@ class TextTokenizer:
     def encode_stable(self, text: str) -> tuple[list[int], str]:
         """Ids of the pre-tokens of `text` that text appended later cannot change (all but the
         last), and the normalized rest, to be tokenized again with what follows it."""
-        normalized = self._tokenizer.normalizer.normalize_str(text)
-        pieces = self._tokenizer.pre_tokenizer.pre_tokenize_str(normalized)
+        normalized, pieces = self._split(text)
         if len(pieces) <= 1:
             return [], normalized
         rest = pieces[-1][1][0]

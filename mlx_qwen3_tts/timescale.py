@@ -114,7 +114,6 @@ class TimeStretcher:
         lead = self.hop + self.search
         self._buf = np.zeros(lead)
         self._start = -lead  # input index of self._buf[0]
-        self._received = 0  # samples fed since the stream began
         self._k = 0  # next frame to lay down
         self._prev = 0  # input index where frame k - 1 began
         self._tail = np.zeros(self.hop)  # second half of frame k - 1, windowed: not final yet
@@ -149,6 +148,11 @@ class TimeStretcher:
     def _slice(self, begin: int, length: int) -> np.ndarray:
         i = begin - self._start
         return self._buf[i : i + length]
+
+    @property
+    def _fed(self) -> int:
+        """Samples fed since the stream began: the input index one past the buffer's end."""
+        return self._start + len(self._buf)
 
     def _drop_consumed(self) -> None:
         # Frame k reads from min(its lowest candidate, frame k - 1's second half) onwards.
@@ -194,9 +198,8 @@ class TimeStretcher:
             raise AudioError(f"`chunk` must be mono audio [samples], got shape {chunk.shape}.")
         if self.speed == 1.0:
             return chunk.copy()
-        self._received += len(chunk)
         self._buf = np.concatenate((self._buf, chunk.astype(np.float64)))
-        return self._run(self._start + len(self._buf))
+        return self._run(self._fed)
 
     def flush(self) -> np.ndarray:
         """End the stream; returns the rest of the output and resets the stretcher.
@@ -207,11 +210,11 @@ class TimeStretcher:
         """
         if self.speed == 1.0:
             return np.zeros(0, np.float32)
-        total = int(np.floor(self._received / self.speed + 0.5))
+        have = self._fed
+        total = int(np.floor(have / self.speed + 0.5))
         # Past the end the input is silence: pad far enough for the frames that reach `total`
         # output samples (frame k >= 1 makes output final up to sample k * hop).
         end = self._frame_end(-(-total // self.hop))
-        have = self._start + len(self._buf)
         if end > have:
             self._buf = np.concatenate((self._buf, np.zeros(end - have)))
         out = self._run(end, limit=total)

@@ -224,7 +224,15 @@ class Qwen3TTS:
         dialogue = self.thread.run(Dialogue, self.engine, script, voices, pause, seed, kwargs)
         return self.thread.iterate(lambda: dialogue.stream(first_chunk_frames, chunk_frames))
 
-    def generate_dialogue(self, script: Any, **kwargs: Any) -> DialogueResult:
+    def generate_dialogue(
+        self,
+        script: Any,
+        *,
+        voices: Mapping[str, Any] | None = None,
+        pause: float = DEFAULT_PAUSE,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> DialogueResult:
         """Speak a script of turns, each in its own voice, in one call.
 
         Args:
@@ -245,10 +253,7 @@ class Qwen3TTS:
             turn, before anything is generated.
         """
         started = time.perf_counter()
-        dialogue_kwargs = {k: kwargs.pop(k) for k in ("voices", "pause", "seed") if k in kwargs}
-        dialogue = self.thread.run(Dialogue, self.engine, script, dialogue_kwargs.get("voices"),
-                                   dialogue_kwargs.get("pause", DEFAULT_PAUSE), dialogue_kwargs.get("seed"),
-                                   kwargs)
+        dialogue = self.thread.run(Dialogue, self.engine, script, voices, pause, seed, kwargs)
         stream = self.thread.iterate(lambda: dialogue.stream(FIRST_CHUNK_FRAMES, CHUNK_FRAMES))
         return collect(dialogue, stream, started)
 

@@ -97,6 +97,9 @@ def test_voice_design_names_are_descriptions(tts):
                             seed=result.turns[1].seed, max_frames=3)
     start = round(result.turns[1].start * 24000)
     np.testing.assert_allclose(result.audio[start:], alone.audio, atol=1e-5)
+    narrator = design.generate("once upon a time.", instruct="a calm deep voice", seed=result.turns[0].seed,
+                               max_frames=3)
+    np.testing.assert_allclose(result.audio[: len(narrator.audio)], narrator.audio, atol=1e-5)
 
 
 def test_the_command_line_speaks_a_script(checkpoint, tmp_path, capsys):

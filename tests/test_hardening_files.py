@@ -6,6 +6,7 @@ error with a one-line message, before any large allocation or long computation.
 
 import json
 import os
+import shutil
 import signal
 import struct
 from contextlib import contextmanager
@@ -339,6 +340,8 @@ def test_valid_voice_files_round_trip(tmp_path):
         np.testing.assert_array_equal(back.speaker_embedding, v.speaker_embedding)
         assert back.ref_text == v.ref_text
         assert (back.ref_codes is None) == (v.ref_codes is None)
+        if v.ref_codes is not None:
+            np.testing.assert_array_equal(back.ref_codes, v.ref_codes)
 
 
 
@@ -480,18 +483,19 @@ def test_bad_speech_tokenizer_fields(case, edit, match):
     assert one_line(e).startswith("ck/speech_tokenizer/config.json")
 
 
-def test_absurd_depth_fails_before_any_module_is_built(monkeypatch):
+def test_absurd_depth_fails_before_any_module_is_built(monkeypatch, checkpoint, tmp_path):
     from mlx_qwen3_tts.models import qwen3_tts
-    from mlx_qwen3_tts.testing import make_config
 
     def never(*args, **kwargs):
         raise AssertionError("a module was built")
 
-    monkeypatch.setattr(qwen3_tts.Talker, "__init__", never)
-    config = make_config("tiny-0.6b", "custom_voice")
+    folder = shutil.copytree(checkpoint(), tmp_path / "ck")
+    config = json.loads((folder / "config.json").read_text())
     config["talker_config"]["num_hidden_layers"] = 1_000_000
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(qwen3_tts.Talker, "__init__", never)
     with pytest.raises(qt.ModelLoadError, match="num_hidden_layers"):
-        qwen3_tts.Model(qwen3_tts.Qwen3TTSConfig.from_dict(config))
+        qt.load(folder)
 
 
 def test_a_bad_field_is_named_with_its_file(tmp_path, checkpoint):

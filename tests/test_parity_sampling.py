@@ -189,6 +189,10 @@ def test_fixture_cases_can_see_the_rules():
         assert len(set(history.tolist())) < len(history)
         assert (logits[history] > 0).any() and (logits[history] < 0).any()
         assert kept(scores)[history].any()
+        unpenalized = our_processed_scores(dict(CASES[name], repetition_penalty=1.0), logits, history)
+        both = kept(scores) & kept(unpenalized)
+        assert (not np.array_equal(kept(unpenalized), kept(scores))
+                or np.abs(unpenalized[both] - scores[both]).max() > 1e-3), name
     # Top-k then top-p (official) keeps another set than top-p then top-k.
     for name in ("talker_topk20_topp08_later", "cp_t07_topk30_topp085", "cp_t1_topk100_topp07"):
         case = CASES[name]

@@ -754,9 +754,17 @@ def test_concurrent_streams_are_batched_and_each_is_what_it_is_alone(cv, monkeyp
         assert_pcm_close(got, np.clip(alone.audio, -1, 1))
 
 
-def test_a_new_stream_joins_while_others_speak(cv):
+def test_a_new_stream_joins_while_others_speak(cv, monkeypatch):
     """A request arriving mid-generation joins at a frame boundary and gets its solo audio; the
     running one is not disturbed."""
+    widest = []
+    real_step = qt.StreamingBatch.step
+
+    def step(self):
+        widest.append(self.running)
+        return real_step(self)
+
+    monkeypatch.setattr(qt.StreamingBatch, "step", step)
     app = server.build_app(cv, max_frames=60, max_batch=4, first_chunk_frames=1, chunk_frames=1)
     synth = app.state.server.synth
     with running(app) as base:
@@ -766,9 +774,11 @@ def test_a_new_stream_joins_while_others_speak(cv):
             deadline = time.monotonic() + 30
             while not synth.running and time.monotonic() < deadline:
                 time.sleep(0.01)
+            assert synth.running, "the first stream never started"
             late = pool.submit(speak, client, voice="sohee", input="a late arrival.",
                                extra_body={"seed": 8})
             first, second = long_one.result(timeout=120), late.result(timeout=120)
+    assert max(widest) == 2  # the late one joined while the first still ran
     assert_pcm_close(first, np.clip(cv.generate(TEXT, speaker="ryan", seed=7, max_frames=60).audio, -1, 1))
     late_alone = cv.generate("a late arrival.", speaker="sohee", seed=8, max_frames=60).audio
     assert_pcm_close(second, np.clip(late_alone, -1, 1))

@@ -419,7 +419,7 @@ def step_times(tts: Qwen3TTS, requests: list[Request]) -> list[tuple[float, int]
         engine = tts.engine
         loop = FrameLoop(engine.model.talker, engine.embedder.tts_pad)
         for request in requests:
-            loop.add(request, prefix=engine.prefixes.get(engine.model.talker, request.prompt))
+            loop.add(request, prefix=engine.prefix(request))
         start, marks = time.perf_counter(), []
         while loop.active:
             out = loop.step()
@@ -470,7 +470,7 @@ def lone_first_chunk(tts: Qwen3TTS, spec: dict, seed: int) -> dict[str, float]:
         prompt_s = time.perf_counter() - start
         loop = FrameLoop(talker, engine.embedder.tts_pad)
         t0 = time.perf_counter()
-        loop.add(request, prefix=engine.prefixes.get(talker, request.prompt))
+        loop.add(request, prefix=engine.prefix(request))
         mx.synchronize()
         prefill_s = time.perf_counter() - t0
         codes, marks = [], [time.perf_counter()]

@@ -19,6 +19,7 @@ import mlx.nn as nn
 from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.qwen3 import ModelArgs, TransformerBlock
 
+from ..audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from ..errors import ModelLoadError
 
 # Upper bounds of sizes and depths: far above every released Qwen3-TTS (widths up to 6144, 28
@@ -224,6 +225,9 @@ def check_heads(config: Any, source: str) -> None:
             f"`num_key_value_heads` {config.num_key_value_heads}; {FIX}."
         )
 
+
+# Sample rates a config may name: those reference audio may have (`audio.py`).
+SAMPLE_RATES = Range(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
 
 # What a Qwen3 stack (talker, code predictor) and the codec's transformers share.
 TRANSFORMER_BOUNDS = {

@@ -17,7 +17,7 @@ from mlx.utils import tree_flatten
 
 from ..audio import check_reference_audio
 from ..errors import AudioError, ModelLoadError
-from .base import FIX, MAX_HEADS, MAX_KERNEL, MAX_WIDTH, BaseConfig, Range, conv_weight_to_mlx
+from .base import FIX, MAX_HEADS, MAX_KERNEL, MAX_WIDTH, SAMPLE_RATES, BaseConfig, Range, conv_weight_to_mlx
 
 # Literals of the reference's `extract_speaker_embedding`; they are not in any config file.
 N_FFT = 1024
@@ -52,7 +52,7 @@ class SpeakerEncoderConfig(BaseConfig):
         "enc_attention_channels": Range(1, MAX_WIDTH),
         "enc_res2net_scale": Range(1, MAX_HEADS),
         "enc_se_channels": Range(1, MAX_WIDTH),
-        "sample_rate": Range(8000, 384000),
+        "sample_rate": SAMPLE_RATES,
     }
 
     def _check(self, source: str) -> None:

@@ -19,6 +19,7 @@ from ..base import (
     MAX_QUANTIZERS,
     MAX_STRIDE,
     MAX_WIDTH,
+    SAMPLE_RATES,
     TRANSFORMER_BOUNDS,
     BaseConfig,
     Range,
@@ -66,7 +67,7 @@ class EncoderConfig(BaseConfig):
         **{k: TRANSFORMER_BOUNDS[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                                "num_attention_heads", "num_key_value_heads", "head_dim",
                                                "rope_theta")},
-        "sampling_rate": Range(8000, 384000),
+        "sampling_rate": SAMPLE_RATES,
         "audio_channels": Range(1, 1),
         "num_filters": Range(1, MAX_WIDTH),
         "kernel_size": Range(1, MAX_KERNEL),
@@ -104,7 +105,7 @@ class EncoderConfig(BaseConfig):
     @classmethod
     def _nested(cls, kwargs: dict[str, Any], source: str) -> dict[str, Any]:
         supported = dict(hidden_act="gelu", use_causal_conv=True, pad_mode="constant",
-                         use_conv_shortcut=False, attention_bias=False, audio_channels=1)
+                         use_conv_shortcut=False, attention_bias=False)
         for name, value in supported.items():
             if kwargs.get(name, value) != value:
                 raise ModelLoadError(f"{source}: {name}={kwargs[name]!r} is not supported ({value!r}).")

@@ -14,7 +14,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ...errors import ModelLoadError
-from ..base import MAX_QUANTIZERS, BaseConfig, Range, conv_weight_to_mlx
+from ..base import MAX_QUANTIZERS, SAMPLE_RATES, BaseConfig, Range, conv_weight_to_mlx
 from .decoder import Decoder, DecoderConfig
 from .encoder import Encoder, EncoderConfig
 
@@ -44,8 +44,8 @@ class SpeechTokenizerConfig(BaseConfig):
 
     BOUNDS: ClassVar[dict[str, Range]] = {
         "encoder_valid_num_quantizers": Range(1, MAX_QUANTIZERS),
-        "input_sample_rate": Range(8000, 384000),
-        "output_sample_rate": Range(8000, 384000),
+        "input_sample_rate": SAMPLE_RATES,
+        "output_sample_rate": SAMPLE_RATES,
         "encode_downsample_rate": Range(1, 1 << 20),
         "decode_upsample_rate": Range(1, 1 << 20),
     }
