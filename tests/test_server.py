@@ -721,18 +721,24 @@ def test_help_lists_the_exit_statuses(capsys):
 # ----------------------------------------------------------------------------- continuous batching
 
 
-def test_concurrent_streams_are_batched_and_each_is_what_it_is_alone(cv, monkeypatch):
-    """Four clients stream at once from one batch (rows join as they come, leave at their end);
-    each gets the audio its request gives alone: voice, seed and sampling of its own."""
-    frames = 24
-    widest = []
+@pytest.fixture
+def widest(monkeypatch) -> list[int]:
+    """The streams running at each step of any `StreamingBatch` during the test."""
+    widths: list[int] = []
     real_step = qt.StreamingBatch.step
 
     def step(self):
-        widest.append(self.running)
+        widths.append(self.running)
         return real_step(self)
 
     monkeypatch.setattr(qt.StreamingBatch, "step", step)
+    return widths
+
+
+def test_concurrent_streams_are_batched_and_each_is_what_it_is_alone(cv, widest):
+    """Four clients stream at once from one batch (rows join as they come, leave at their end);
+    each gets the audio its request gives alone: voice, seed and sampling of its own."""
+    frames = 24
     requests = [dict(voice="ryan", input=TEXT, seed=1),
                 dict(voice="serena", input="a second voice, joining the batch.", seed=2),
                 dict(voice="aiden", input="and a third one, shorter.", seed=3, speed=1.25),
@@ -754,17 +760,9 @@ def test_concurrent_streams_are_batched_and_each_is_what_it_is_alone(cv, monkeyp
         assert_pcm_close(got, np.clip(alone.audio, -1, 1))
 
 
-def test_a_new_stream_joins_while_others_speak(cv, monkeypatch):
+def test_a_new_stream_joins_while_others_speak(cv, widest):
     """A request arriving mid-generation joins at a frame boundary and gets its solo audio; the
     running one is not disturbed."""
-    widest = []
-    real_step = qt.StreamingBatch.step
-
-    def step(self):
-        widest.append(self.running)
-        return real_step(self)
-
-    monkeypatch.setattr(qt.StreamingBatch, "step", step)
     app = server.build_app(cv, max_frames=60, max_batch=4, first_chunk_frames=1, chunk_frames=1)
     synth = app.state.server.synth
     with running(app) as base:
