@@ -54,12 +54,29 @@ def _name(dtype: mx.Dtype | None) -> str:
     return "as stored" if dtype is None else str(dtype).removeprefix("mlx.core.")
 
 
+def cpu_vendor() -> str:
+    """The CPU's vendor string on Linux ("GenuineIntel", "AuthenticAMD"), else ""."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def _cpu_matvec() -> MatvecImpl:
-    # Measured on Linux (bench/kernel_speed.py). On a Mac the CPU is the fallback device and
-    # Accelerate threads its own products: left as it is there.
+    # Measured on Linux, 2 cores (bench/kernel_speed.py, one row through 35 talker Linears):
+    # MKL threads a one-row product itself on Intel CPUs (14.2 ms; as two rows 15.0), but not on
+    # AMD ones, where the row twice runs on both cores (15.8 -> 7.6 ms); the bundled BLAS threads
+    # nothing (76 ms; two streams 55). On a Mac the CPU is the fallback device and Accelerate
+    # threads its own products: left as it is there.
     if sys.platform == "darwin":
         return "blas"
-    return "two_rows" if blas().startswith("MKL") else "two_streams"
+    if not blas().startswith("MKL"):
+        return "two_streams"
+    return "blas" if cpu_vendor() == "GenuineIntel" else "two_rows"
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,7 @@ class ComputePolicy:
         conv: how the codec computes its convolutions (`models/codec/layers.conv1d`).
         snake: how it computes SnakeBeta ("sin" or "poly").
         matvec: how the talker's one-row float32 products use the cores: "blas" (as BLAS
-            does it), "two_rows" (MKL) or "two_streams" (`models/cpu_matmul.py`).
+            does it), "two_rows" (MKL on an AMD CPU) or "two_streams" (`models/cpu_matmul.py`).
     """
 
     device: mx.Device

@@ -14,11 +14,12 @@ Linears keep MLX's kernel: it reads the half weight once, where the cast reads i
 twice as large and reads that again, which is no faster.
 
 And one-row float32 products, a decode step's, use both cores (`use_threaded_matvecs`): BLAS
-computes a one-row product on one thread, which streams the weight at about two thirds of the
-memory bandwidth. MKL threads a two-row product, so the row goes in twice ("two_rows"); a BLAS
-that threads nothing (MLX's bundled one) gets the two halves of the output rows on two MLX
-streams ("two_streams"), each its own thread, and twice the work would only double its time.
-`bench/kernel_speed.py` measures each formulation.
+may compute a one-row product on one thread, which streams the weight at about two thirds of
+the memory bandwidth. MKL does so on AMD CPUs but threads a two-row product, so there the row
+goes in twice ("two_rows"; on Intel CPUs MKL threads the one row itself); a BLAS that threads
+nothing (MLX's bundled one) gets the two halves of the output rows on two MLX streams
+("two_streams"), each its own thread, and twice the work would only double its time.
+`bench/kernel_speed.py` measures each formulation; `policy.py` chooses one.
 """
 
 from typing import Literal
