@@ -385,7 +385,7 @@ class FrameLoop:
             r.built += 1
         if any(r.wants_frame(r.built) for r in rows):
             text = mx.concatenate([r.text.embedding(i) for r, i in zip(rows, index)])
-            logits, hidden = self.talker((self.talker.embed_frame(codes) + text)[:, None], s.cache)
+            logits, hidden = self.talker.decode((self.talker.embed_frame(codes) + text)[:, None], s.cache)
             keys, frame_keys = _next_keys(s.keys, self.groups)
             nxt, bad = self._sample(logits[:, -1], seen, s.generated, talker_settings, penalty, frame_keys)
             self.state = _State(nxt, hidden[:, -1], bad, done, seen, s.generated + 1, keys, frame_keys,

@@ -14,6 +14,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import read_weights
+from mlx.utils import tree_flatten
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts.generate import FrameLoop, generate_codes
@@ -109,23 +110,24 @@ def test_a_frame_the_host_reads_late_is_never_handed_out_past_eos(checkpoint):
     assert sum(c.frames for c in chunks) == one.frames and chunks[-1].finish_reason == "eos"
 
 
-def test_compiled_predictor_sees_new_weights(checkpoint, tmp_path):
-    """The compiled code predictor captured the weights as constants: after `load_weights` a
-    model kept predicting with the old ones."""
+@pytest.mark.parametrize("key", ["talker.code_predictor.lm_head.3.weight",  # the compiled predictor
+                                 "talker.model.layers.1.mlp.down_proj.weight"])  # a compiled block half
+def test_compiled_functions_see_new_weights(checkpoint, tmp_path, key):
+    """Compiled functions that captured the weights as constants: after `load_weights` a model
+    kept computing with the old ones."""
     tts = qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="float32")
-    before = tts.generate(TEXT, speaker="ryan", max_frames=4, **GREEDY)  # compiles the predictor
-    key = "talker.code_predictor.lm_head.3.weight"
+    before = tts.generate(TEXT, speaker="ryan", max_frames=4, **GREEDY)  # compiles both
     folder = shutil.copytree(checkpoint("tiny-0.6b", "custom_voice"), tmp_path / "changed")
     weights = read_weights(folder / "model.safetensors")
     weights[key] = -weights[key]
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "pt"})
     # Built from host data: a lazy array of this thread could not be evaluated on the model's.
-    changed = mx.array(-np.array(tts.model.talker.code_predictor.lm_head[3].weight))
+    changed = mx.array(-np.array(dict(tree_flatten(tts.model.parameters()))[key]))
     tts.thread.run(tts.model.load_weights, [(key, changed)], strict=False)
     after = tts.generate(TEXT, speaker="ryan", max_frames=4, **GREEDY)
     fresh = qt.load(folder, dtype="float32").generate(TEXT, speaker="ryan", max_frames=4, **GREEDY)
     np.testing.assert_array_equal(after.codes, fresh.codes)
-    assert not np.array_equal(after.codes[:, 4], before.codes[:, 4])
+    assert not np.array_equal(after.codes, before.codes)
 
 
 def run_loop(cv, plan):

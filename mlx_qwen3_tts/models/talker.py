@@ -128,3 +128,8 @@ class Talker(nn.Module):
         """Returns `(logits [B, L, Vc], hidden [B, L, H])`, hidden being post-final-norm."""
         h = self.model(inputs_embeds, cache, mask)
         return self.codec_head(h), h
+
+    def decode(self, inputs_embeds: mx.array, cache: list[Any]) -> tuple[mx.array, mx.array]:
+        """`__call__` for one new position per row, its blocks compiled (`Qwen3Stack.decode`)."""
+        h = self.model.decode(inputs_embeds, cache)
+        return self.codec_head(h), h
