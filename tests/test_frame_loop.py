@@ -180,3 +180,14 @@ def test_a_dropped_row_stops_and_the_others_go_on(cv):
                                                         **GREEDY).codes)
     np.testing.assert_array_equal(codes[1], cv.generate("another text entirely.", speaker="vivian", seed=2,
                                                         max_frames=10, **GREEDY).codes[: len(codes[1])])
+
+
+def test_the_benchmarks_split_sees_every_talker_step_and_predictor_call(cv):
+    """bench/runners/ours.py times the talker and the code predictor by wrapping the calls the
+    loop makes; when the loop moved its steps to `Talker.decode` the split went missing."""
+    import ours  # bench/runners/ours.py
+
+    spec = dict(text=TEXT, speaker="vivian", language="english", seed=0)
+    split = ours.split_loop(cv, spec, 6)
+    assert "error" not in split, split["error"]
+    assert split["frames"] == 6 and split["talker_ms"] > 0 and split["code_predictor_ms"] > 0

@@ -123,7 +123,8 @@ def frame_loop(tts: Qwen3TTS, spec: dict, frames: int) -> tuple[np.ndarray, str,
 def split_loop(tts: Qwen3TTS, spec: dict, frames: int) -> dict[str, Any]:
     """The same loop with the talker and the code predictor timed (and synchronised) one by one.
 
-    Wraps `Talker.__call__` and the code predictor `generate_step` calls: the callable that
+    Wraps `Talker.__call__` (the prefill), `Talker.decode` (the steps, where it exists) and the
+    code predictor calls: the callable that
     `generate.compiled_predictor` returns, or `generate.predict_codes` where that does not
     exist. The wrappers run where the loop runs (the model's thread). If the loop no longer
     makes these calls (counts differ), the split is reported missing rather than wrong.
@@ -154,6 +155,9 @@ def split_loop(tts: Qwen3TTS, spec: dict, frames: int) -> dict[str, Any]:
 
     saved = {"call": Talker.__call__}
     Talker.__call__ = timed_talker
+    if hasattr(Talker, "decode"):  # the decode step's own entry (compiled block halves)
+        saved["decode"] = Talker.decode
+        Talker.decode = lambda self, *a, **k: timed(saved["decode"], talker_times)(self, *a, **k)
     if hasattr(gen, "compiled_predictor"):
         saved["compiled_predictor"] = gen.compiled_predictor
         gen.compiled_predictor = lambda *a, **k: timed(saved["compiled_predictor"](*a, **k), cp_times)
@@ -166,6 +170,8 @@ def split_loop(tts: Qwen3TTS, spec: dict, frames: int) -> dict[str, Any]:
         total = time.perf_counter() - start
     finally:
         Talker.__call__ = saved.pop("call")
+        if "decode" in saved:
+            Talker.decode = saved.pop("decode")
         for name, fn in saved.items():
             setattr(gen, name, fn)
     n = codes.shape[0]
