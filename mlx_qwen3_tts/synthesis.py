@@ -356,6 +356,8 @@ class JobStream:
         self.joiner = Joiner(engine.fade)
         self.stretcher = TimeStretcher(job.speed, engine.sample_rate) if job.speed != 1.0 else None
         self.piece, self.total, self.reasons = -1, 0, []
+        self.held: list[np.ndarray] = []  # full chunks not decoded yet (`frame(..., hold=True)`)
+        self.started = False  # a chunk of audio went out
         self.done = False
         self.start = time.perf_counter()
 
@@ -372,15 +374,26 @@ class JobStream:
         self.joiner.next_piece()
         return request
 
-    def frame(self, codes: np.ndarray) -> AudioChunk | None:
-        """Take one frame's codes; a chunk of audio once enough frames are in."""
+    def frame(self, codes: np.ndarray, hold: bool = False) -> AudioChunk | None:
+        """Take one frame's codes; a chunk of audio once enough frames are in, unless `hold`
+        keeps full chunks back for a later `release` (or the piece's end)."""
         self.total += 1
         chunk = self.chunker.add(codes)
-        return None if chunk is None else self._chunk(chunk, False)
+        if chunk is not None:
+            self.held.append(chunk)
+        return None if hold else self.release()
+
+    def release(self) -> AudioChunk | None:
+        """The chunks held back, decoded as one (the streaming decoder gives the same audio
+        for any grouping of the frames); None if there are none."""
+        if not self.held:
+            return None
+        codes, self.held = np.concatenate(self.held), []
+        return self._chunk(codes, False)
 
     def end_piece(self, reason: str | None) -> AudioChunk:
         """The current piece stopped (`reason`): its last audio, final if the job ends with it."""
-        rest = self.chunker.take()
+        rest, self.held = np.concatenate([*self.held, self.chunker.take()]), []
         self.budget.spend(self.chunker.emitted)
         self.reasons.append(reason or "length")
         warn_runaway(self.reasons[-1])
@@ -396,6 +409,7 @@ class JobStream:
             audio = self.stretcher.process(audio)
             if final:
                 audio = np.concatenate([audio, self.stretcher.flush()])
+        self.started = True
         chunk = AudioChunk(audio, self.engine.sample_rate, len(codes), self.total, final,
                            time.perf_counter() - self.start)
         if final:
@@ -449,16 +463,26 @@ class StreamBatch:
     def step(self) -> list[tuple[JobStream, AudioChunk | SynthesisError]]:
         """Admit waiting streams, run one frame of every row, and return the chunks it made.
 
+        While a stream waits for its first audio, the streams already speaking hold their full
+        chunks back (decoded together once it has spoken, or at their piece's end): chunk
+        decodes run on this thread between frames, so they would delay its first frames.
+
         A stream whose row fails (non-finite logits) gets its error instead of a chunk and
         leaves; the others go on.
         """
         self._admit()
+        starting = any(not stream.started for _, stream in self.rows.values())
         out: list[tuple[JobStream, AudioChunk | SynthesisError]] = []
         for row, codes in self.loop.step():
             stream = self.rows[id(row)][1]
-            chunk = stream.frame(codes)
+            chunk = stream.frame(codes, hold=starting and stream.started)
             if chunk is not None:
                 out.append((stream, chunk))
+        if not starting:
+            for _, stream in self.rows.values():
+                chunk = stream.release()
+                if chunk is not None:
+                    out.append((stream, chunk))
         for key, (row, stream) in list(self.rows.items()):
             if row.error is not None:
                 del self.rows[key]
