@@ -4,6 +4,8 @@
 uses are checked on a GPU machine too, against `mx.conv1d` / `mx.conv_transpose1d` on either.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -153,6 +155,27 @@ def test_snake_beta_is_the_same_fused_and_unfused():
     plain = np.array(layers._snake_beta(x, alpha, beta))
     assert_close(np.array(layers._snake_beta_fused(x, alpha, beta)), plain)
     assert_close(np.array(layers._snake_beta_cpu(x, alpha, beta)), plain)
+
+
+@pytest.mark.parametrize("length", [7, 4001])  # below and above SPLIT_MIN_ELEMENTS (x 24 channels)
+def test_the_cpu_snake_beta_split_over_two_streams_gives_the_same_values(length):
+    """Long inputs go half to a second stream (its own thread): the same values, bit for bit,
+    also from a thread other than the one that made the first stream."""
+    x = 3 * mx.array(random((1, length, 24), 12))
+    alpha, beta = mx.array(random((24,), 13) / 3), mx.array(random((24,), 14) / 3)
+    want = np.array(layers._snake_beta_poly(x, alpha, beta))
+    assert (length * 24 >= layers.SPLIT_MIN_ELEMENTS) == (length == 4001)
+    assert np.array_equal(np.array(layers._snake_beta_cpu(x, alpha, beta)), want)
+    inputs = [np.array(a) for a in (x, alpha, beta)]
+
+    def elsewhere() -> np.ndarray:  # MLX streams are thread-local; end them as ModelThread does
+        out = np.array(layers._snake_beta_cpu(*map(mx.array, inputs)))
+        mx.synchronize()
+        mx.clear_streams()
+        return out
+
+    with ThreadPoolExecutor(1) as pool:
+        assert np.array_equal(pool.submit(elsewhere).result(), want)
 
 
 @pytest.mark.parametrize("scale", [1.0, 30.0, 3e3, 3e4])
