@@ -25,7 +25,7 @@ from .errors import (
 )
 from .loading import load
 from .policy import ComputePolicy
-from .request import Capabilities, RunawayGuard
+from .request import Capabilities, RunawayGuard, new_seed
 from .speech_tokenizer import SpeechTokenizer
 from .synthesis import AudioChunk, GenerationResult
 from .text_stream import TextStream
@@ -70,6 +70,7 @@ __all__ = [
     "is_voice_path",
     "list_voices",
     "load",
+    "new_seed",
     "parse_script",
     "voices_dir",
 ]

@@ -12,7 +12,6 @@ Exit status: 0 done, 1 the library failed (bad checkpoint or audio), 2 bad argum
 import argparse
 import os
 import queue
-import secrets
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from . import (
     __version__,
     check_voice_name,
     is_voice_path,
+    new_seed,
     parse_script,
 )
 from .loading import DTYPES, load
@@ -573,7 +573,7 @@ def _dialogue(tts: Qwen3TTS, script: str, kwargs: dict[str, Any], args: argparse
             yield chunk
 
     seed = kwargs.pop("seed")
-    seed = secrets.randbits(31) if seed is None else seed  # the dialogue's, which derives each turn's
+    seed = new_seed() if seed is None else seed  # the dialogue's, which derives each turn's
     chunks = tts.stream_dialogue(script, voices=cast, pause=args.pause, seed=seed, **kwargs)
     _synthesize(tts, timed(chunks), args, log, seed)
     for i, t in enumerate(timeline.timings(parse_script(script))):

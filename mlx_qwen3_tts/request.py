@@ -276,10 +276,15 @@ def check_text(text: Any, name: str = "text") -> str:
     return text
 
 
+def new_seed() -> int:
+    """A fresh random seed, 31 bits (what every caller reports back: any JSON reader takes it)."""
+    return secrets.randbits(31)
+
+
 def check_seed(seed: Any) -> int:
     """A fresh seed for None, else `seed` if it is an integer in [0, 2**64)."""
     if seed is None:
-        return secrets.randbits(31)
+        return new_seed()
     if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < SEED_LIMIT:
         raise SynthesisError(f"`seed` must be an integer in [0, 2**64), got {seed!r}.", "seed")
     return int(seed)

@@ -33,7 +33,6 @@ import json
 import logging
 import queue
 import re
-import secrets
 import signal
 import socket
 import struct
@@ -58,6 +57,7 @@ from . import (
     VoicePrompt,
     check_voice_name,
     list_voices,
+    new_seed,
     voices_dir,
 )
 from .loading import DTYPES, load
@@ -814,7 +814,7 @@ class _Server:
                            "MP3; ask for wav, flac or pcm.", "response_format", "unsupported_value")
         voice_kwargs, saved = self.voices.resolve(req.voice)
         kwargs = dict(voice_kwargs, language=req.language, instruct=req.instructions, speed=req.speed,
-                      seed=req.seed if req.seed is not None else secrets.randbits(31),
+                      seed=req.seed if req.seed is not None else new_seed(),
                       chunk_frames=self.config.chunk_frames,
                       first_chunk_frames=self.config.first_chunk_frames)
         if self.config.max_frames is not None:
