@@ -349,10 +349,12 @@ class Qwen3Stack(nn.Module):
                        mx.compile(partial(_block_output, layer), inputs=layer)) for layer in self.layers]
             self.__dict__["_compiled_halves"] = halves
         h = inputs_embeds
+        # Every layer's cache is at the same position: one mask and one offset, as mlx-lm does.
         mask = create_attention_mask(h, cache[0])
+        # An int offset (KVCache) would be a constant of the trace: as an array it is an input.
+        offset = cache[0].offset
+        offset = offset if isinstance(offset, mx.array) else mx.array(offset)
         for layer, c, (qkv, output) in zip(self.layers, cache, halves):
-            # An int offset (KVCache) would be a constant of the trace: as an array it is an input.
-            offset = c.offset if isinstance(c.offset, mx.array) else mx.array(c.offset)
             q, k, v = qkv(h, offset)
             # As mlx_lm.models.qwen3.Attention does it between its RoPE and o_proj.
             k, v = c.update_and_fetch(k, v)
