@@ -269,7 +269,8 @@ class FrameLoop:
         self.ids = mx.arange(self.vocab)
         self.rows: list[Row] = []  # in the batch, aligned with `state`
         self.state: _State | None = None
-        self.joining: list[tuple[Row, _State]] = []  # prefilled, merged at the next build
+        # Prefilled (or handed over by another loop): merged at the next build.
+        self.joining: list[tuple[list[Row], _State]] = []
         self.queued: _Built | None = None
         self.stepped = 0
         self._row_settings: tuple[RowSettings, RowSettings, mx.array] | None = None
@@ -306,12 +307,29 @@ class FrameLoop:
         state = _State(c0, hidden[:, -1], bad, mx.zeros((1,), mx.bool_), seen, mx.ones((1, 1), mx.int32),
                        keys, frame_keys, cache)
         mx.async_eval(c0, bad)
-        self.joining.append((row, state))
+        self.joining.append(([row], state))
         return row
 
     def drop(self, row: Row) -> None:
         """Stop a row now (its client left): it gets no more frames and leaves the batch."""
         row.finish("dropped")
+
+    @property
+    def members(self) -> list[Row]:
+        """Every row of this loop, joining ones included."""
+        return self.rows + [row for rows, _ in self.joining for row in rows]
+
+    def hand_over(self, to: "FrameLoop") -> list[tuple[Row, np.ndarray]]:
+        """Read the frame in flight (as `step` would, with nothing built after it), then move
+        every row still running, with its device state, to `to`, which it joins at its next
+        frame; this loop is left empty. Returns that frame's `(row, codes)` pairs."""
+        out = self._read(self.queued) if self.queued is not None else []
+        self.queued = None
+        self._settle()  # the rows that stopped stay behind; joining ones go too
+        if self.rows:
+            to.joining.append((self.rows, self.state))
+        self.rows, self.state, self._row_settings = [], None, None
+        return out
 
     # ------------------------------------------------------------------- frames
 
@@ -420,8 +438,8 @@ class FrameLoop:
             self.rows = [self.rows[i] for i in keep]
             self.state = self.state.take(keep) if keep else None
             self._row_settings = None
-        for row, state in self.joining:
-            self.rows.append(row)
+        for rows, state in self.joining:
+            self.rows.extend(rows)
             self.state = state if self.state is None else _State.concat(self.state, state)
             self._row_settings = None
         self.joining = []

@@ -356,7 +356,6 @@ class JobStream:
         self.joiner = Joiner(engine.fade)
         self.stretcher = TimeStretcher(job.speed, engine.sample_rate) if job.speed != 1.0 else None
         self.piece, self.total, self.reasons = -1, 0, []
-        self.held: list[np.ndarray] = []  # full chunks not decoded yet (`frame(..., hold=True)`)
         self.started = False  # a chunk of audio went out
         self.done = False
         self.start = time.perf_counter()
@@ -374,26 +373,15 @@ class JobStream:
         self.joiner.next_piece()
         return request
 
-    def frame(self, codes: np.ndarray, hold: bool = False) -> AudioChunk | None:
-        """Take one frame's codes; a chunk of audio once enough frames are in, unless `hold`
-        keeps full chunks back for a later `release` (or the piece's end)."""
+    def frame(self, codes: np.ndarray) -> AudioChunk | None:
+        """Take one frame's codes; a chunk of audio once enough frames are in."""
         self.total += 1
-        chunk = self.chunker.add(codes)
-        if chunk is not None:
-            self.held.append(chunk)
-        return None if hold else self.release()
-
-    def release(self) -> AudioChunk | None:
-        """The chunks held back, decoded as one (the streaming decoder gives the same audio
-        for any grouping of the frames); None if there are none."""
-        if not self.held:
-            return None
-        codes, self.held = np.concatenate(self.held), []
-        return self._chunk(codes, False)
+        codes = self.chunker.add(codes)
+        return None if codes is None else self._chunk(codes, False)
 
     def end_piece(self, reason: str | None) -> AudioChunk:
         """The current piece stopped (`reason`): its last audio, final if the job ends with it."""
-        rest, self.held = np.concatenate([*self.held, self.chunker.take()]), []
+        rest = self.chunker.take()
         self.budget.spend(self.chunker.emitted)
         self.reasons.append(reason or "length")
         warn_runaway(self.reasons[-1])
@@ -423,6 +411,12 @@ class StreamBatch:
     leaves at once. Each stream's audio is what it would be alone (each row samples with its
     own settings and keys). Runs on the model's thread (`Qwen3TTS.thread`).
 
+    A new stream runs first, alone (with any others as new): from its prefill until its first
+    audio is out, the streams already speaking wait, then it joins them. Its time to first
+    audio is then nearly what it is alone, where frames of the whole batch (each costs more than
+    one row's on a CPU) and the others' chunk decodes would come between its frames; the
+    others lose that time once per newcomer.
+
     Args:
         engine: the model's engine.
         max_batch: most streams in the loop at once; more wait their turn (`add` still takes them).
@@ -431,9 +425,10 @@ class StreamBatch:
     def __init__(self, engine: Engine, max_batch: int = 8):
         self.engine = engine
         self.max_batch = max_batch
-        self.loop = FrameLoop(engine.model.talker, engine.embedder.tts_pad)
+        self.loop = FrameLoop(engine.model.talker, engine.embedder.tts_pad)  # streams speaking
+        self.fresh = FrameLoop(engine.model.talker, engine.embedder.tts_pad)  # until first audio
         self.waiting: list[JobStream] = []
-        self.rows: dict[int, tuple[Row, JobStream]] = {}  # id(row) -> its stream
+        self.rows: dict[int, tuple[Row, JobStream]] = {}  # id(row) -> its stream, either loop
 
     @property
     def active(self) -> bool:
@@ -445,7 +440,7 @@ class StreamBatch:
 
     def add(self, job: Job, first_chunk_frames: int = FIRST_CHUNK_FRAMES,
             chunk_frames: int = CHUNK_FRAMES) -> JobStream:
-        """Queue a job; it joins the loop at the next `step` with room for it."""
+        """Queue a job; it joins at the next `step` with room for it."""
         stream = JobStream(self.engine, job, first_chunk_frames, chunk_frames)
         self.waiting.append(stream)
         return stream
@@ -457,32 +452,29 @@ class StreamBatch:
             self.waiting.remove(stream)
         for row, owner in list(self.rows.values()):
             if owner is stream:
-                self.loop.drop(row)
+                row.finish("dropped")
                 del self.rows[id(row)]
 
     def step(self) -> list[tuple[JobStream, AudioChunk | SynthesisError]]:
-        """Admit waiting streams, run one frame of every row, and return the chunks it made.
-
-        While a stream waits for its first audio, the streams already speaking hold their full
-        chunks back (decoded together once it has spoken, or at their piece's end): chunk
-        decodes run on this thread between frames, so they would delay its first frames.
+        """Admit waiting streams, run one frame (of the new streams while there are any, else
+        of every stream), and return the chunks it made.
 
         A stream whose row fails (non-finite logits) gets its error instead of a chunk and
         leaves; the others go on.
         """
         self._admit()
-        starting = any(not stream.started for _, stream in self.rows.values())
+        if not self.fresh.active:
+            frames = self.loop.step()
+        elif all(self.rows[id(row)][1].started for row in self.fresh.members if not row.done):
+            frames = self.fresh.hand_over(self.loop)  # every new stream has spoken
+        else:
+            frames = self.fresh.step()
         out: list[tuple[JobStream, AudioChunk | SynthesisError]] = []
-        for row, codes in self.loop.step():
+        for row, codes in frames:
             stream = self.rows[id(row)][1]
-            chunk = stream.frame(codes, hold=starting and stream.started)
+            chunk = stream.frame(codes)
             if chunk is not None:
                 out.append((stream, chunk))
-        if not starting:
-            for _, stream in self.rows.values():
-                chunk = stream.release()
-                if chunk is not None:
-                    out.append((stream, chunk))
         for key, (row, stream) in list(self.rows.items()):
             if row.error is not None:
                 del self.rows[key]
@@ -504,7 +496,8 @@ class StreamBatch:
         if request is None:
             stream.done = True
             return
-        row = self.loop.add(request, prefix=self.engine.prefix(request))
+        loop = self.loop if stream.started else self.fresh
+        row = loop.add(request, prefix=self.engine.prefix(request))
         self.rows[id(row)] = (row, stream)
 
 

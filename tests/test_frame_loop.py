@@ -132,19 +132,27 @@ def test_compiled_functions_see_new_weights(checkpoint, tmp_path, key):
 
 def run_loop(cv, plan):
     """Run a FrameLoop on the model's thread: `plan[step]` lists requests that join at that step,
-    or "drop:<i>" to drop the i-th request. Returns each request's codes."""
+    ("new", request) for one that joins a second loop, which runs alone while it has rows (as
+    StreamBatch runs new streams), "hand_over" to move the second loop's rows into the first,
+    or "drop:<i>" to drop the i-th request. Returns each request's codes and rows."""
     engine = cv.engine
 
     def go():
-        loop = FrameLoop(engine.model.talker, engine.embedder.tts_pad)
+        loop, new = (FrameLoop(engine.model.talker, engine.embedder.tts_pad) for _ in range(2))
         rows, codes, step = [], {}, 0
-        while step in plan or loop.active:
-            for item in plan.get(step, []):
-                if isinstance(item, str):
+        while step in plan or loop.active or new.active:
+            items = plan.get(step, [])
+            for item in items:
+                if isinstance(item, str) and item.startswith("drop:"):
                     loop.drop(rows[int(item.split(":")[1])])
-                else:
-                    rows.append(loop.add(item, prefix=engine.prefixes.get(engine.model.talker, item.prompt)))
-            for row, c in loop.step():
+                elif item != "hand_over":
+                    target, request = (new, item[1]) if isinstance(item, tuple) else (loop, item)
+                    rows.append(target.add(request, prefix=engine.prefix(request)))
+            if "hand_over" in items:
+                frames = new.hand_over(loop)
+            else:
+                frames = new.step() if new.active else loop.step()
+            for row, c in frames:
                 codes.setdefault(id(row), []).append(c)
             step += 1
         return [np.stack(codes[id(r)]) if id(r) in codes else np.zeros((0, 16)) for r in rows], rows
@@ -165,6 +173,27 @@ def test_rows_joining_and_leaving_a_running_batch_get_their_solo_codes(cv, sampl
     # Row 0 starts alone, row 1 joins at step 3, row 2 at step 5; rows leave at their limits.
     codes, rows = run_loop(cv, {0: [jobs[0].requests[0]], 3: [jobs[1].requests[0]],
                                 5: [jobs[2].requests[0]]})
+    for ours, theirs in zip(codes, solo):
+        np.testing.assert_array_equal(ours, theirs)
+    assert [r.reason for r in rows] == ["length"] * 3
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, dict(temperature=0.9, subtalker_temperature=0.8, top_k=20,
+                                                   subtalker_top_p=0.9)])
+def test_rows_handed_over_to_a_running_loop_get_their_solo_codes(cv, sampling):
+    """StreamBatch runs new streams in a loop of their own until they have spoken, then hands
+    them over, frame in flight and device state, to the running batch."""
+    texts = [TEXT, "a second, shorter sentence.", "and a third voice joins late."]
+    speakers = ["ryan", "vivian", "serena"]
+    frames = [12, 9, 10]
+    jobs = [cv.job(t, speaker=s, seed=20 + i, max_frames=n, **sampling).requests[0]
+            for i, (t, s, n) in enumerate(zip(texts, speakers, frames))]
+    solo = [cv.generate(t, speaker=s, seed=20 + i, max_frames=n, **sampling).codes
+            for i, (t, s, n) in enumerate(zip(texts, speakers, frames))]
+    # Row 0 runs; rows 1 and 2 start on their own at steps 3 and 4 while row 0 waits, and join
+    # it at step 6; the first loop then runs all three.
+    codes, rows = run_loop(cv, {0: [jobs[0]], 3: [("new", jobs[1])], 4: [("new", jobs[2])],
+                                6: ["hand_over"]})
     for ours, theirs in zip(codes, solo):
         np.testing.assert_array_equal(ours, theirs)
     assert [r.reason for r in rows] == ["length"] * 3
