@@ -236,11 +236,12 @@ def prepend_pythonpath(env: dict, folder: str | None) -> dict:
 
 
 def checkpoint(cache: Path, size: str, variant: str, python: str, logs: Path) -> Path:
-    """The random full-size checkpoint (EOS row zeroed), written once under `cache`."""
+    """The random checkpoint of `size` (a full size or a tiny one; EOS row zeroed), written once
+    under `cache`."""
     path = cache / "checkpoints" / f"{size}-{variant}-seed0-eos0"
     if (path / "speech_tokenizer" / "model.safetensors").is_file():
         return path
-    need_disk(cache, CHECKPOINT_GB[size], f"the {size} {variant} checkpoint")
+    need_disk(cache, CHECKPOINT_GB.get(size, 0.0), f"the {size} {variant} checkpoint")
     tmp = path.with_name(path.name + f".partial-{os.getpid()}")
     log(f"writing a random {size} {variant} checkpoint to {path} (once; a minute or more)")
     code = (

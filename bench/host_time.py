@@ -36,29 +36,14 @@ from benchmark import (
     TEXT,
     available,
     base_env,
+    checkpoint,
     log,
     prepend_pythonpath,
-    run_cmd,
     run_one,
 )
 
 SIZE, VARIANT = "tiny-0.6b", "custom_voice"
 HOST_SYSTEMS = ("ours", "mlx-audio")
-
-
-def tiny_checkpoint(cache: Path, python: str, logs: Path) -> Path:
-    """The tiny CustomVoice checkpoint with the EOS row zeroed, written once under `cache`."""
-    path = cache / "checkpoints" / f"{SIZE}-{VARIANT}-seed0-eos0"
-    if (path / "speech_tokenizer" / "model.safetensors").is_file():
-        return path
-    tmp = path.with_name(path.name + ".partial")
-    cmd = [python, "-m", "mlx_qwen3_tts.testing", str(tmp), "--size", SIZE, "--variant", VARIANT,
-           "--eos-scale", "0"]
-    rc, _ = run_cmd(cmd, logs / "write-tiny.log", 300)
-    if rc != 0:
-        raise SystemExit(f"writing {path} failed; see {logs / 'write-tiny.log'}")
-    tmp.rename(path)
-    return path
 
 
 def system_env(system: str, args) -> dict:
@@ -142,7 +127,7 @@ def main(argv=None) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logs = args.cache_dir / "results" / f"logs-host-{stamp}"
     logs.mkdir(parents=True, exist_ok=True)
-    model = tiny_checkpoint(args.cache_dir, args.python["ours"], logs)
+    model = checkpoint(args.cache_dir, SIZE, VARIANT, args.python["ours"], logs)
     results = []
     for system in args.systems:
         env = system_env(system, args)

@@ -45,13 +45,12 @@ from benchmark import (
     RUNNERS,
     SPEAKER,
     base_env,
+    checkpoint,
     log,
     machine_info,
     mkl_path,
     run_one,
 )
-from benchmark import checkpoint as full_checkpoint
-from host_time import tiny_checkpoint
 
 sys.path.insert(0, str(RUNNERS))
 from _common import BLAS_NAME  # noqa: E402
@@ -771,20 +770,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def checkpoint_for(args, logs: Path) -> Path:
-    """benchmark.py's cached random checkpoint (EOS row zeroed), written once if missing."""
-    if args.size == "tiny-0.6b":
-        return tiny_checkpoint(args.cache_dir, args.ours_python, logs)
-    return full_checkpoint(args.cache_dir, args.size, "custom_voice", args.ours_python, logs)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or args.cache_dir / "results" / f"serve-batch-{stamp}"
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    model = checkpoint_for(args, logs)
+    model = checkpoint(args.cache_dir, args.size, "custom_voice", args.ours_python, logs)
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     record: dict[str, Any] = {"args": options, "machine": machine_info(), "model": str(model), "texts": TEXTS,
                               "complete": False, "servers": {}}
