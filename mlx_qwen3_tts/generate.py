@@ -333,18 +333,21 @@ class FrameLoop:
 
     # ------------------------------------------------------------------- frames
 
-    def step(self) -> list[tuple[Row, np.ndarray]]:
+    def step(self, ahead: bool = True) -> list[tuple[Row, np.ndarray]]:
         """The next frame of each row that has one: `(row, codes [16])` pairs.
 
         Rows that stop instead (EOS, the runaway guard, their frame limit, non-finite logits)
         get no pair; their `reason` (and `error`) say why. An empty list with `active` still true
         means the rows wait for text.
+
+        `ahead=False` queues nothing after this frame (the next call builds its own): for a
+        caller that will do its own work on these codes first and wants the machine for it.
         """
         if self.queued is None:
             self.queued = self._build()
             if self.queued is None:
                 return []
-        ahead = self._build()  # frame n + 1 is queued before frame n is read
+        ahead = self._build() if ahead else None  # frame n + 1 is queued before frame n is read
         out = self._read(self.queued)
         self.queued = ahead
         self.stepped += 1

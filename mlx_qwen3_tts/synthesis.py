@@ -125,12 +125,16 @@ class Chunker:
         self.pending: list[np.ndarray] = []
         self.emitted = 0
 
+    @property
+    def due(self) -> bool:
+        """Whether the next frame completes a chunk."""
+        return len(self.pending) + 1 >= (self.first if self.emitted == 0 else self.every)
+
     def add(self, codes: np.ndarray) -> np.ndarray | None:
         """Add one frame's `[16]` codes; a full chunk `[n, 16]` when one is complete."""
+        due = self.due
         self.pending.append(codes)
-        if len(self.pending) < (self.first if self.emitted == 0 else self.every):
-            return None
-        return self.take()
+        return self.take() if due else None
 
     def take(self) -> np.ndarray:
         """The frames not yet emitted (possibly none) as `[n, 16]` int32."""
@@ -415,7 +419,8 @@ class StreamBatch:
     audio is out, the streams already speaking wait, then it joins them. Its time to first
     audio is then nearly what it is alone, where frames of the whole batch (each costs more than
     one row's on a CPU) and the others' chunk decodes would come between its frames; the
-    others lose that time once per newcomer.
+    others lose that time once per newcomer. And the frame that completes a new stream's first
+    chunk has no frame queued after it, so that the chunk's decode has the machine to itself.
 
     Args:
         engine: the model's engine.
@@ -468,7 +473,8 @@ class StreamBatch:
         elif all(self.rows[id(row)][1].started for row in self.fresh.members if not row.done):
             frames = self.fresh.hand_over(self.loop)  # every new stream has spoken
         else:
-            frames = self.fresh.step()
+            due = any(self.rows[id(row)][1].chunker.due for row in self.fresh.members if not row.done)
+            frames = self.fresh.step(ahead=not due)
         out: list[tuple[JobStream, AudioChunk | SynthesisError]] = []
         for row, codes in frames:
             stream = self.rows[id(row)][1]

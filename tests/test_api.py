@@ -128,10 +128,11 @@ def test_a_stream_joining_a_batch_runs_alone_until_it_speaks(cv):
         log.append({id(stream): chunk.frames for stream, chunk in got})
         for stream, chunk in got:
             audio[id(stream)].append(chunk.audio)
-    # The late stream's frames 0-2 come out in its first three steps (one built ahead), as
-    # alone, and none of the early stream's; then the late one's frame in flight; then the
-    # early one's frame built before the late one came, then both.
-    assert [step.get(id(late), 0) for step in log[:4]] == [0, 0, 3, 1]
+    # The late stream's frames 0-2 come out in its first three steps, as alone, and none of the
+    # early stream's; none is built after its frame 2 (its first chunk's decode goes first), so
+    # the fourth step hands it over with no frame in flight; then the early one's frame built
+    # before the late one came, then both.
+    assert [step.get(id(late), 0) for step in log[:4]] == [0, 0, 3, 0]
     assert not any(id(early) in step for step in log[:4])
     assert [step.keys() for step in log[4:6]] == [{id(early)}, {id(early), id(late)}]
     for stream, text, speaker, seed in ((early, TEXT, "ryan", 1), (late, "a late arrival.", "sohee", 2)):
