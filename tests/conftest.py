@@ -8,6 +8,20 @@ import pytest
 from mlx_qwen3_tts.testing import write_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
+GREEDY = dict(temperature=0, subtalker_temperature=0)
+
+
+def tone(seconds: float = 1.0, sr: int = 24000, channels: int = 1) -> np.ndarray:
+    """A 180 Hz sine at 0.3, float32 `[samples]`; two channels `[samples, 2]`, the second at half."""
+    t = np.arange(int(seconds * sr)) / sr
+    wav = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+    return np.stack([wav, 0.5 * wav], axis=1) if channels == 2 else wav
+
+
+def snr_db(ours: np.ndarray, ref: np.ndarray) -> float:
+    """Signal-to-noise ratio of `ours` against `ref` in dB, computed in float64."""
+    ref = ref.astype(np.float64)
+    return float(10 * np.log10(np.sum(ref**2) / max(np.sum((ours.astype(np.float64) - ref) ** 2), 1e-30)))
 
 
 @pytest.fixture(scope="session")

@@ -9,17 +9,12 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import tone
 
 import mlx_qwen3_tts as qt
 
 TEXT = "hello there, how are you today?"
 SR = 24000
-
-
-def tone(seconds=1.0, sr=SR, channels=1):
-    t = np.arange(int(seconds * sr)) / sr
-    wav = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
-    return np.stack([wav, 0.5 * wav], axis=1) if channels == 2 else wav
 
 
 CUSTOM_VOICE_CASES = [

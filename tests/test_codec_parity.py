@@ -13,6 +13,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import snr_db
 from mlx_lm.models.base import create_causal_mask
 
 from mlx_qwen3_tts.audio import prepare_audio
@@ -64,10 +65,6 @@ def tok_long(codec_dir, decode_fx, tmp_path_factory) -> SpeechTokenizer:
     return SpeechTokenizer.from_pretrained(
         ref_codec.with_window(codec_dir, folder, int(decode_fx["long_window"]))
     )
-
-
-def snr_db(got: np.ndarray, want: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(want**2) / max(np.sum((got - want) ** 2), 1e-30)))
 
 
 def assert_parity(got: np.ndarray, want: np.ndarray):

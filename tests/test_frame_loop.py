@@ -13,7 +13,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import read_weights
+from conftest import GREEDY, read_weights
 from mlx.utils import tree_flatten
 
 import mlx_qwen3_tts as qt
@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "bench" / "runners"))
 from _syncs import SyncCounter  # noqa: E402  (the benchmarks' own counter)
 
 TEXT = "hello world, this is a test of the frame loop."
-GREEDY = dict(temperature=0, subtalker_temperature=0)
 
 
 @pytest.fixture(scope="module")

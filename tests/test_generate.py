@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_fixture
+from conftest import load_fixture, snr_db
 
 import mlx_qwen3_tts as qt
 
@@ -16,10 +16,6 @@ from make_reference_fixtures import GENERATION_CASES  # noqa: E402  (the fixture
 CASE_CHECKPOINTS = {name: (size, variant) for name, size, variant, _, _ in GENERATION_CASES}
 CASES = sorted(CASE_CHECKPOINTS)
 GREEDY = parity_cases.GREEDY
-
-
-def snr_db(ours: np.ndarray, ref: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(ref**2) / max(np.sum((ours - ref) ** 2), 1e-30)))
 
 
 @pytest.fixture(scope="module")

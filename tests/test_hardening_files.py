@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import tone
 from safetensors.numpy import save_file
 
 import mlx_qwen3_tts as qt
@@ -28,11 +29,6 @@ from mlx_qwen3_tts.voice_prompt import (
 )
 
 SR = 24000
-
-
-def tone(seconds: float, sr: int = SR) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
 
 
 def one_line(e: pytest.ExceptionInfo) -> str:

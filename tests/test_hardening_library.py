@@ -12,7 +12,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import read_weights
+from conftest import GREEDY, read_weights, tone
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts import synthesis, tokens
@@ -20,13 +20,7 @@ from mlx_qwen3_tts.request import MAX_PIECE_TOKENS, MAX_PROMPT_TOKENS
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "hello there, how are you today?"
-GREEDY = dict(temperature=0, subtalker_temperature=0)
 CONTROL = [tokens.IM_START, tokens.IM_END, tokens.TTS_PAD, tokens.TTS_BOS, tokens.TTS_EOS]
-
-
-def tone(seconds=1.0, sr=24000):
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
 
 
 def run_python(code: str, *args: str, timeout: int = 120) -> subprocess.Popen:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_fixture
+from conftest import GREEDY, load_fixture, snr_db
 
 import mlx_qwen3_tts as qt
 
@@ -30,7 +30,6 @@ from make_reference_fixtures import (  # noqa: E402  (the fixtures' own tables)
     LONG_FRAMES,
 )
 
-GREEDY = dict(temperature=0, subtalker_temperature=0)
 SAMPLES_PER_FRAME = 1920
 # The reference's chat template around the spoken text (dossier §3.1), as literal ids.
 ROLE_IDS = [151644, 77091, 198]
@@ -53,11 +52,6 @@ def text_ids_of(tts, text: str) -> list[int]:
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def snr_db(ours: np.ndarray, ref: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2)
-                               / max(np.sum((ours.astype(np.float64) - ref) ** 2), 1e-30)))
 
 
 def setup(tts, fx: dict, variant: str, kwargs: dict, **checkpoint_kw):
