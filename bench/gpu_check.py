@@ -32,15 +32,12 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,29 +342,6 @@ def stage_timing(check: Check) -> list[dict]:
 # --------------------------------------------------------------------------- d. server
 
 
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """`app` under uvicorn on 127.0.0.1:<free port>, in a thread; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if not server.started:
-        raise RuntimeError("the server did not start")
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
 def stream_speech(url: str, text: str, timeout: float) -> dict:
     """POST one speech request (pcm, streamed) and read it as it arrives."""
     body = json.dumps({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm",
@@ -395,7 +369,7 @@ def stage_server(check: Check) -> list[dict]:
         return [{"model": size, **skipped}]
     tts = load(checkpoint(check, size, eos_scale=0.0), check.args.device)
     app = server.build_app(tts, max_frames=check.args.server_frames)
-    with serving(app) as url:
+    with server.serve_in_thread(app) as url:
         stream_speech(url, "Warm up.", 120)
         row = stream_speech(url, bench.TEXT, max(30.0, check.left()))
     dtype = str(tts.model.talker.model.norm.weight.dtype).removeprefix("mlx.core.")

@@ -39,8 +39,8 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
@@ -1106,6 +1106,33 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise ListenError(f"cannot listen on {_address(host, port)}: {e.strerror or e}") from e
     return sock
+
+
+@contextmanager
+def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0,
+                    timeout: float = 30.0) -> Iterator[str]:
+    """Serve `app` (from `build_app`) on `host:port` (a free port for 0) in a background thread
+    of this process, e.g. from a notebook or a test; yields the base URL and shuts the server
+    down gracefully when the block ends.
+
+    Raises:
+        ListenError: the address cannot be listened on, or the server did not start within
+            `timeout` seconds.
+    """
+    with listen(host, port) as sock:
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            if not server.started:
+                raise ListenError(f"the server on {_address(host, port)} did not start within {timeout} s")
+            yield f"http://{_address(host, sock.getsockname()[1])}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout)
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -28,36 +28,16 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
-import uvicorn
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts import server  # ours: an import error must fail, never skip
 from mlx_qwen3_tts.generate import FrameLoop
+from mlx_qwen3_tts.server import serve_in_thread
 
 TEXT = "hello world, this is a test."
 FRAMES = 4  # the server's max_frames: random weights rarely stop by themselves
 SEED = 3
 SR = 24000
-
-
-@contextmanager
-def running(app):
-    """Serve `app` on 127.0.0.1:<free port> in a thread; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started, "the server did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 def make_client(url: str, **kw):
@@ -122,7 +102,7 @@ def reference(cv):
 def url(cv):
     app = server.build_app(cv, model_name="tiny-cv", max_frames=FRAMES, first_chunk_frames=1,
                            chunk_frames=1, max_input_chars=200)
-    with running(app) as base:
+    with serve_in_thread(app) as base:
         yield base
 
 
@@ -272,7 +252,7 @@ def test_loopback_server_answers_loopback_hosts_only(url, host, ok):
 
 def test_allowed_host_names_and_no_cors_headers(cv):
     app = server.build_app(cv, max_frames=2, allowed_hosts=["tts.lan", "Proxy.lan:8080"])
-    with running(app) as base:
+    with serve_in_thread(app) as base:
         port = base.rsplit(":", 1)[1]
         for host, want in (("tts.lan", 200), (f"TTS.lan:{port}", 200), (f"localhost:{port}", 200),
                            ("proxy.lan", 200), ("other.lan", 421)):
@@ -311,7 +291,7 @@ def test_nested_field_values_are_described_not_dumped(url):
 
 def test_a_body_that_never_ends_times_out(cv):
     app = server.build_app(cv, max_frames=2, body_timeout=0.5)
-    with running(app) as base:
+    with serve_in_thread(app) as base:
         port = base.rsplit(":", 1)[1]
         with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as sock:
             start = time.monotonic()
@@ -469,7 +449,7 @@ def test_full_queue_answers_429(cv):
     app = server.build_app(cv, max_frames=2, max_queue=1, max_batch=1)
     synth = app.state.server.synth
     gate = threading.Event()
-    with running(app) as base:
+    with serve_in_thread(app) as base:
         client = make_client(base)
         hold_the_model(cv, gate)  # requests queue up
         with ThreadPoolExecutor(2) as pool:
@@ -488,7 +468,7 @@ def test_full_queue_answers_429(cv):
 def test_client_disconnect_stops_synthesis(cv):
     app = server.build_app(cv, max_frames=400, first_chunk_frames=1, chunk_frames=1)
     synth = app.state.server.synth
-    with running(app) as base:
+    with serve_in_thread(app) as base:
         client = make_client(base)
         start = time.monotonic()
         with client.audio.speech.with_streaming_response.create(
@@ -510,7 +490,7 @@ def test_a_client_that_left_while_queued_is_not_synthesized(cv, monkeypatch):
     app = server.build_app(cv, max_frames=2)
     synth = app.state.server.synth
     gate = threading.Event()
-    with running(app) as base:
+    with serve_in_thread(app) as base:
         port = int(base.rsplit(":", 1)[1])
         hold_the_model(cv, gate)  # the request waits
         body = json.dumps({"input": "left early", "voice": "alloy", "response_format": "pcm",
@@ -535,7 +515,7 @@ def test_a_client_that_left_while_queued_is_not_synthesized(cv, monkeypatch):
 
 def test_api_key(cv):
     app = server.build_app(cv, max_frames=2, api_key="sekret")
-    with running(app) as base:
+    with serve_in_thread(app) as base:
         with pytest.raises(openai.AuthenticationError):
             make_client(base, api_key="wrong").models.list()
         assert make_client(base, api_key="sekret").models.list().data
@@ -551,7 +531,7 @@ def test_base_model_speaks_saved_voices(checkpoint, tmp_path):
     rng = np.random.default_rng(0)
     qt.VoicePrompt(rng.standard_normal(hidden).astype(np.float32)).save_as("alice", tmp_path)
     app = server.build_app(base, max_frames=2, voices_folder=tmp_path, default_voice="alice")
-    with running(app) as url:
+    with serve_in_thread(app) as url:
         client = make_client(url)
         alice = speak(client, voice="alice")
         assert speak(client, voice="ALICE") == alice and speak(client, voice="nova") == alice
@@ -581,7 +561,7 @@ def test_error_messages_name_no_local_paths(checkpoint, tmp_path, monkeypatch):
             speak(client, **kw)
         return info.value.message
 
-    with running(app) as url:
+    with serve_in_thread(app) as url:
         client = make_client(url)
         unknown = message_of(voice="bob")  # the folder was named as where to save voices
         assert "Voices: alice, broken" in unknown
@@ -604,7 +584,7 @@ def test_error_messages_name_no_local_paths(checkpoint, tmp_path, monkeypatch):
 def test_voice_design_takes_instructions(checkpoint):
     design = qt.load(checkpoint("tiny-1.7b", "voice_design"), dtype="float32")
     app = server.build_app(design, max_frames=2)
-    with running(app) as url:
+    with serve_in_thread(app) as url:
         client = make_client(url)
         a = speak(client, voice="alloy", instructions="a calm, low voice")
         assert a == speak(client, voice="default", instructions="a calm, low voice")
@@ -708,6 +688,24 @@ def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
         assert info.value.code == 2
 
 
+def test_serve_in_thread_refuses_a_port_in_use_and_frees_its_own():
+    async def app(scope, receive, send):  # never called: nothing connects
+        raise AssertionError("no request was sent")
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(server.ListenError, match=f"cannot listen on 127.0.0.1:{port}"):
+            with serve_in_thread(app, port=port):
+                pass
+    with serve_in_thread(app, timeout=5) as url:
+        port = int(url.rsplit(":", 1)[1])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    with pytest.raises(ConnectionRefusedError):  # shut down when the block ended
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
 def test_help_lists_the_exit_statuses(capsys):
     with pytest.raises(SystemExit) as info:
         server.main(["--help"])
@@ -744,7 +742,7 @@ def test_concurrent_streams_are_batched_and_each_is_what_it_is_alone(cv, widest)
                 dict(voice="aiden", input="and a third one, shorter.", seed=3, speed=1.25),
                 dict(voice="vivian", input=TEXT + " and then some more.", seed=4)]
     app = server.build_app(cv, max_frames=frames, max_batch=4, first_chunk_frames=2, chunk_frames=3)
-    with running(app) as base:
+    with serve_in_thread(app) as base:
         client = make_client(base)
 
         def one(r: dict) -> bytes:
@@ -765,7 +763,7 @@ def test_a_new_stream_joins_while_others_speak(cv, widest):
     running one is not disturbed."""
     app = server.build_app(cv, max_frames=60, max_batch=4, first_chunk_frames=1, chunk_frames=1)
     synth = app.state.server.synth
-    with running(app) as base:
+    with serve_in_thread(app) as base:
         client = make_client(base)
         with ThreadPoolExecutor(2) as pool:
             long_one = pool.submit(speak, client, voice="ryan", input=TEXT, extra_body={"seed": 7})
