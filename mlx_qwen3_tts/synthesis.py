@@ -360,7 +360,6 @@ class JobStream:
         self.joiner = Joiner(engine.fade)
         self.stretcher = TimeStretcher(job.speed, engine.sample_rate) if job.speed != 1.0 else None
         self.piece, self.total, self.reasons = -1, 0, []
-        self.held: list[np.ndarray] = []  # full chunks not decoded yet (`frame(..., hold=True)`)
         self.started = False  # a chunk of audio went out
         self.done = False
         self.start = time.perf_counter()
@@ -378,26 +377,15 @@ class JobStream:
         self.joiner.next_piece()
         return request
 
-    def frame(self, codes: np.ndarray, hold: bool = False) -> AudioChunk | None:
-        """Take one frame's codes; a chunk of audio once enough frames are in, unless `hold`
-        keeps full chunks back for a later `release` (or the piece's end)."""
+    def frame(self, codes: np.ndarray) -> AudioChunk | None:
+        """Take one frame's codes; a chunk of audio once enough frames are in."""
         self.total += 1
-        chunk = self.chunker.add(codes)
-        if chunk is not None:
-            self.held.append(chunk)
-        return None if hold else self.release()
-
-    def release(self) -> AudioChunk | None:
-        """The chunks held back, decoded as one (the streaming decoder gives the same audio
-        for any grouping of the frames); None if there are none."""
-        if not self.held:
-            return None
-        codes, self.held = np.concatenate(self.held), []
-        return self._chunk(codes, False)
+        codes = self.chunker.add(codes)
+        return None if codes is None else self._chunk(codes, False)
 
     def end_piece(self, reason: str | None) -> AudioChunk:
         """The current piece stopped (`reason`): its last audio, final if the job ends with it."""
-        rest, self.held = np.concatenate([*self.held, self.chunker.take()]), []
+        rest = self.chunker.take()
         self.budget.spend(self.chunker.emitted)
         self.reasons.append(reason or "length")
         warn_runaway(self.reasons[-1])
@@ -433,8 +421,6 @@ class StreamBatch:
     one row's on a CPU) and the others' chunk decodes would come between its frames; the
     others lose that time once per newcomer. And the frame that completes a new stream's first
     chunk has no frame queued after it, so that the chunk's decode has the machine to itself.
-    The others' chunks are decoded one stream per step, between their frames, so that a
-    newcomer waits for at most one of those decodes to be let in, not for all of them.
 
     Args:
         engine: the model's engine.
@@ -482,23 +468,17 @@ class StreamBatch:
         leaves; the others go on.
         """
         self._admit()
-        out: list[tuple[JobStream, AudioChunk | SynthesisError]] = []
-        held = [stream for _, stream in self.rows.values() if stream.held]
-        hold = not self.fresh.active
-        if not hold:
-            if all(self.rows[id(row)][1].started for row in self.fresh.members if not row.done):
-                frames = self.fresh.hand_over(self.loop)  # every new stream has spoken
-            else:
-                due = any(self.rows[id(row)][1].chunker.due for row in self.fresh.members if not row.done)
-                frames = self.fresh.step(ahead=not due)
-        elif held:  # one stream's chunks decoded this step; its frames and the others' wait
-            frames = []
-            out.append((held[0], held[0].release()))
-        else:
+        if not self.fresh.active:
             frames = self.loop.step()
+        elif all(self.rows[id(row)][1].started for row in self.fresh.members if not row.done):
+            frames = self.fresh.hand_over(self.loop)  # every new stream has spoken
+        else:
+            due = any(self.rows[id(row)][1].chunker.due for row in self.fresh.members if not row.done)
+            frames = self.fresh.step(ahead=not due)
+        out: list[tuple[JobStream, AudioChunk | SynthesisError]] = []
         for row, codes in frames:
             stream = self.rows[id(row)][1]
-            chunk = stream.frame(codes, hold=hold)
+            chunk = stream.frame(codes)
             if chunk is not None:
                 out.append((stream, chunk))
         for key, (row, stream) in list(self.rows.items()):
