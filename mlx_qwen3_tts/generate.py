@@ -347,9 +347,9 @@ class FrameLoop:
             self.queued = self._build()
             if self.queued is None:
                 return []
-        ahead = self._build() if ahead else None  # frame n + 1 is queued before frame n is read
+        following = self._build() if ahead else None  # frame n + 1 is queued before frame n is read
         out = self._read(self.queued)
-        self.queued = ahead
+        self.queued = following
         self.stepped += 1
         if self.stepped % CLEAR_CACHE_EVERY == 0:
             mx.clear_cache()

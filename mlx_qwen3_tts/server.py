@@ -1120,6 +1120,7 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0,
             `timeout` seconds.
     """
     with listen(host, port) as sock:
+        address = _address(host, sock.getsockname()[1])
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
@@ -1128,8 +1129,8 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0,
             time.sleep(0.02)
         try:
             if not server.started:
-                raise ListenError(f"the server on {_address(host, port)} did not start within {timeout} s")
-            yield f"http://{_address(host, sock.getsockname()[1])}"
+                raise ListenError(f"the server on {address} did not start within {timeout} s")
+            yield f"http://{address}"
         finally:
             server.should_exit = True
             thread.join(timeout)

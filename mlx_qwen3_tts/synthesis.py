@@ -380,8 +380,8 @@ class JobStream:
     def frame(self, codes: np.ndarray) -> AudioChunk | None:
         """Take one frame's codes; a chunk of audio once enough frames are in."""
         self.total += 1
-        codes = self.chunker.add(codes)
-        return None if codes is None else self._chunk(codes, False)
+        chunk = self.chunker.add(codes)
+        return None if chunk is None else self._chunk(chunk, False)
 
     def end_piece(self, reason: str | None) -> AudioChunk:
         """The current piece stopped (`reason`): its last audio, final if the job ends with it."""
@@ -468,13 +468,13 @@ class StreamBatch:
         leaves; the others go on.
         """
         self._admit()
-        if not self.fresh.active:
+        new = [self.rows[id(row)][1] for row in self.fresh.members if not row.done]
+        if not new:
             frames = self.loop.step()
-        elif all(self.rows[id(row)][1].started for row in self.fresh.members if not row.done):
+        elif all(stream.started for stream in new):
             frames = self.fresh.hand_over(self.loop)  # every new stream has spoken
         else:
-            due = any(self.rows[id(row)][1].chunker.due for row in self.fresh.members if not row.done)
-            frames = self.fresh.step(ahead=not due)
+            frames = self.fresh.step(ahead=not any(stream.chunker.due for stream in new))
         out: list[tuple[JobStream, AudioChunk | SynthesisError]] = []
         for row, codes in frames:
             stream = self.rows[id(row)][1]
