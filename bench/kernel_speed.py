@@ -5,7 +5,7 @@ what one code-predictor step reads), one row (a decode step) and 32 rows (a prom
 weight format the benchmark compares: float32, bfloat16, 8 and 4 bits, with MLX's own kernels
 and with the float32 products of `mlx_qwen3_tts.models.cpu_matmul` (for float32 weights: its
 one-row products as two rows and on two streams); then SnakeBeta over one
-second of the codec's last stage (24,000 x 96) with MLX's sin and with our polynomial.
+second of the codec's last stage (24,000 x 96) with MLX's sin and with NumPy's (ours on the CPU).
 
     python bench/kernel_speed.py
 
@@ -82,7 +82,7 @@ def snake_rows(reps: int) -> list[str]:
     alpha, beta = 0.3 * mx.random.normal((96,)), 0.3 * mx.random.normal((96,))
     lines = []
     for name, fn in (("mx.sin", layers._snake_beta), ("compiled mx.sin", layers._snake_beta_fused),
-                     ("polynomial (ours, CPU)", layers._snake_beta_cpu)):
+                     ("NumPy sin in blocks on threads (ours, CPU)", layers._snake_beta_cpu)):
         s = seconds(reps, fn, x, alpha, beta)
         lines.append(f"| {name} | {1e3 * s:.1f} |")
     return lines

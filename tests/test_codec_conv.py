@@ -13,7 +13,7 @@ from numpy_ref import codec as ref
 
 from mlx_qwen3_tts.models.codec import layers
 from mlx_qwen3_tts.models.codec.layers import conv1d, conv_transpose1d, use_impls
-from mlx_qwen3_tts.policy import ComputePolicy
+from mlx_qwen3_tts.policy import CPU_CACHE_LIMIT, ComputePolicy
 from mlx_qwen3_tts.speech_tokenizer import SpeechTokenizer
 from mlx_qwen3_tts.testing import write_speech_tokenizer
 
@@ -120,7 +120,7 @@ def test_low_precision_keeps_its_dtype():
 
 def test_an_unknown_formulation_is_refused(tokenizer):
     with pytest.raises(ValueError, match="conv impl"):
-        use_impls(tokenizer.model, "winograd", "poly")
+        use_impls(tokenizer.model, "winograd", "numpy")
     with pytest.raises(ValueError, match="conv impl"):
         conv1d(mx.zeros((1, 4, 2)), mx.zeros((2, 1, 2)), impl="fft")
 
@@ -139,7 +139,7 @@ def test_codec_decodes_and_encodes_alike_with_every_formulation(tokenizer, impl)
     encoder = tokenizer.model.encoder
     use_impls(tokenizer.model, "native", "sin")
     wav, emb = tokenizer.decode(codes), np.array(encoder.embed(mx.array(audio)[None]))
-    use_impls(tokenizer.model, impl, "poly")
+    use_impls(tokenizer.model, impl, "numpy")
     try:
         assert_close(tokenizer.decode(codes), wav, rtol=2e-5)
         # The encoder's quantizer input: the codes themselves could flip on a near-tie.
@@ -149,7 +149,7 @@ def test_codec_decodes_and_encodes_alike_with_every_formulation(tokenizer, impl)
 
 
 def test_snake_beta_is_the_same_fused_and_unfused():
-    # The GPU runs the compiled SnakeBeta, the CPU a polynomial: all are the same function.
+    # The GPU runs the compiled SnakeBeta, the CPU NumPy's sin: all are the same function.
     x = 3 * mx.array(random((2, 50, 8), 9))
     alpha, beta = mx.array(random((8,), 10) / 3), mx.array(random((8,), 11) / 3)
     plain = np.array(layers._snake_beta(x, alpha, beta))
@@ -157,36 +157,41 @@ def test_snake_beta_is_the_same_fused_and_unfused():
     assert_close(np.array(layers._snake_beta_cpu(x, alpha, beta)), plain)
 
 
-@pytest.mark.parametrize("length", [7, 4001])  # below and above SPLIT_MIN_ELEMENTS (x 24 channels)
-def test_the_cpu_snake_beta_split_over_two_streams_gives_the_same_values(length):
-    """Long inputs go half to a second stream (its own thread): the same values, bit for bit,
-    also from a thread other than the one that made the first stream."""
-    x = 3 * mx.array(random((1, length, 24), 12))
+def test_the_cpu_snake_beta_in_blocks_on_threads_gives_the_same_values(monkeypatch):
+    """Long inputs are cut into blocks that worker threads share: the same values, bit for bit,
+    as in one block, for a length that does not divide into blocks, called from any thread."""
+    x = 3 * mx.array(random((1, 9001, 24), 12))
     alpha, beta = mx.array(random((24,), 13) / 3), mx.array(random((24,), 14) / 3)
-    want = np.array(layers._snake_beta_poly(x, alpha, beta))
-    assert (length * 24 >= layers.SPLIT_MIN_ELEMENTS) == (length == 4001)
-    assert np.array_equal(np.array(layers._snake_beta_cpu(x, alpha, beta)), want)
-    inputs = [np.array(a) for a in (x, alpha, beta)]
-
-    def elsewhere() -> np.ndarray:  # MLX streams are thread-local; end them as ModelThread does
-        out = np.array(layers._snake_beta_cpu(*map(mx.array, inputs)))
-        mx.synchronize()
-        mx.clear_streams()
-        return out
-
+    assert 9001 * 24 > 3 * layers.SNAKE_BLOCK_ELEMENTS
+    blocks = np.array(layers._snake_beta_cpu(x, alpha, beta))
     with ThreadPoolExecutor(1) as pool:
-        assert np.array_equal(pool.submit(elsewhere).result(), want)
+        elsewhere = pool.submit(lambda: np.array(layers._snake_beta_cpu(x, alpha, beta))).result()
+    monkeypatch.setattr(layers, "SNAKE_BLOCK_ELEMENTS", x.size)
+    one_block = np.array(layers._snake_beta_cpu(x, alpha, beta))
+    assert np.array_equal(blocks, one_block) and np.array_equal(elsewhere, one_block)
+    assert_close(one_block, np.array(layers._snake_beta(x, alpha, beta)))
+
+
+def test_the_cpu_snake_beta_takes_views_and_keeps_half_precision():
+    x = 3 * mx.array(random((1, 24, 300), 15))
+    alpha, beta = mx.array(random((24,), 16) / 3), mx.array(random((24,), 17) / 3)
+    view = x.transpose(0, 2, 1)[:, ::2]  # strided, not contiguous
+    assert_close(np.array(layers._snake_beta_cpu(view, alpha, beta)),
+                 np.array(layers._snake_beta(view, alpha, beta)))
+    half = layers._snake_beta_cpu(view.astype(mx.bfloat16), alpha.astype(mx.bfloat16), beta)
+    assert half.dtype == mx.bfloat16 and half.shape == view.shape
 
 
 @pytest.mark.parametrize("scale", [1.0, 30.0, 3e3, 3e4])
-def test_cpu_sin_squared_is_as_accurate_as_sin(scale):
-    # Range reduction must hold far from 0: real activations times exp(alpha) reach the hundreds.
+def test_the_cpu_snake_beta_is_as_accurate_as_mlx_sin(scale):
+    # Real activations times exp(alpha) reach the hundreds: sin's range reduction must hold there.
     z = np.concatenate([scale * random((20_000,), 12), np.arange(-40, 41) * np.pi / 2])
-    z = z.astype(np.float32)
-    exact = np.sin(z.astype(np.float64)) ** 2
-    ours = np.array(layers._sin_squared(mx.array(z)))
-    mlx_sin = np.array(mx.square(mx.sin(mx.array(z))))
-    assert np.abs(ours - exact).max() <= max(4 * np.abs(mlx_sin - exact).max(), 5e-7)
+    z = z.astype(np.float32)[None, :, None]
+    zero = mx.zeros((1,))  # alpha = beta = 0: x + sin(x)^2 (1 / (1 + 1e-9) rounds to 1)
+    exact = z + np.sin(z.astype(np.float64)) ** 2
+    ours = np.array(layers._snake_beta_cpu(mx.array(z), zero, zero))
+    mlx_sin = np.array(layers._snake_beta(mx.array(z), zero, zero))
+    assert np.abs(ours - exact).max() <= max(2 * np.abs(mlx_sin - exact).max(), 5e-7)
 
 
 def test_streaming_states_keep_copies_of_their_tails_not_their_inputs():
@@ -206,8 +211,20 @@ def test_streaming_states_keep_copies_of_their_tails_not_their_inputs():
 def test_the_policy_picks_formulations_for_the_device():
     gpu, cpu = ComputePolicy.choose(mx.gpu), ComputePolicy.choose(mx.cpu)
     assert (gpu.conv, gpu.snake, gpu.dtype, gpu.float32_matmuls) == ("native", "sin", None, False)
-    assert (cpu.conv, cpu.snake, cpu.dtype, cpu.float32_matmuls) == ("matmul", "poly", mx.float32, True)
+    assert (cpu.conv, cpu.snake, cpu.dtype, cpu.float32_matmuls) == ("matmul", "numpy", mx.float32, True)
     assert ComputePolicy.choose(mx.cpu, mx.bfloat16).dtype == mx.bfloat16
+
+
+def test_a_cpu_codec_keeps_freed_buffers_and_never_lowers_a_larger_cache_limit(tmp_path_factory):
+    folder = write_speech_tokenizer(tmp_path_factory.mktemp("cache"), "tiny-0.6b", seed=0)
+    previous = mx.set_cache_limit(0)
+    try:
+        SpeechTokenizer.from_pretrained(folder, device="cpu")
+        assert mx.set_cache_limit(8 << 30) == CPU_CACHE_LIMIT
+        SpeechTokenizer.from_pretrained(folder, device="cpu")
+        assert mx.set_cache_limit(0) == 8 << 30
+    finally:
+        mx.set_cache_limit(previous)
 
 
 def test_two_policies_live_in_one_process(tmp_path_factory):
@@ -221,7 +238,7 @@ def test_two_policies_live_in_one_process(tmp_path_factory):
 
     gpu_like = {("CausalConv1d", "native"), ("CausalConvTranspose1d", "native"), ("SnakeBeta", "sin")}
     assert kinds(a) == gpu_like
-    cpu = {("CausalConv1d", "matmul"), ("CausalConvTranspose1d", "matmul"), ("SnakeBeta", "poly")}
+    cpu = {("CausalConv1d", "matmul"), ("CausalConvTranspose1d", "matmul"), ("SnakeBeta", "numpy")}
     assert kinds(b) == cpu
     codes = np.random.default_rng(3).integers(0, 2048, (6, 16))
     assert_close(a.decode(codes), b.decode(codes), rtol=2e-5)

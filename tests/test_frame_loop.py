@@ -18,6 +18,7 @@ from mlx.utils import tree_flatten
 
 import mlx_qwen3_tts as qt
 from mlx_qwen3_tts.generate import FrameLoop, generate_codes
+from mlx_qwen3_tts.speech_tokenizer import StreamingDecoder
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench" / "runners"))
 from _syncs import SyncCounter  # noqa: E402  (the benchmarks' own counter)
@@ -60,10 +61,20 @@ def test_one_host_sync_per_frame_in_generate_codes(cv):
 
 
 @pytest.mark.parametrize("path", ["stream", "text_stream"])
-def test_streams_add_syncs_per_chunk_only(cv, path):
+def test_streams_add_syncs_per_chunk_only(cv, path, monkeypatch):
     frames, chunk = 24, 6
     kwargs = dict(speaker="ryan", seed=2, max_frames=frames, chunk_frames=chunk, first_chunk_frames=chunk)
     cv.generate(TEXT, speaker="ryan", seed=2, max_frames=2)  # voice prefix cached, predictor compiled
+    in_decodes = []  # syncs inside each chunk's decode (the CPU's SnakeBeta syncs once per layer)
+    decode_step = StreamingDecoder.decode_step
+
+    def counted_decode_step(self, codes):
+        before = total(syncs)
+        audio = decode_step(self, codes)
+        in_decodes.append(total(syncs) - before)
+        return audio
+
+    monkeypatch.setattr(StreamingDecoder, "decode_step", counted_decode_step)
     with counting_syncs(cv) as syncs:
         if path == "stream":
             chunks = list(cv.stream_generate(TEXT, non_streaming_mode=False, **kwargs))
@@ -72,8 +83,9 @@ def test_streams_add_syncs_per_chunk_only(cv, path):
                 s.feed(TEXT)
                 chunks = list(s.audio()) + list(s.finish())
     assert sum(c.frames for c in chunks) == frames
-    # One sync per frame, and a decoded chunk's audio (two per chunk) to the host.
-    assert total(syncs) <= frames + 2 * len(chunks) + 3, syncs.counts
+    # One decode per chunk that has frames, all alike; outside them, one sync per frame.
+    assert len(in_decodes) == sum(c.frames > 0 for c in chunks) and len(set(in_decodes)) == 1
+    assert total(syncs) - sum(in_decodes) <= frames + 3, syncs.counts
 
 
 def test_frame_n_plus_one_is_queued_before_frame_n_is_read(cv, monkeypatch):

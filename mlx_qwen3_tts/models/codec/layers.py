@@ -11,17 +11,19 @@ CPU, where MLX runs dilated, grouped and transposed convs as a naive loop, one t
 magnitude slower than the same products as BLAS matmuls (`bench/codec_speed.py` measures both).
 """
 
-import math
-import threading
+import functools
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, get_args
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 ConvImpl = Literal["native", "matmul", "taps", "im2col"]
 CONV_IMPLS: tuple[str, ...] = get_args(ConvImpl)
-SnakeImpl = Literal["sin", "poly"]
+SnakeImpl = Literal["sin", "numpy"]
 # Largest im2col patch matrix (elements, 16 MiB in float32) that "matmul" builds. Patches grow as
 # k * L * C, far larger than the output at the decoder's last stage of a long decode; past this
 # size the tap sum, whose temporaries are output-sized, is as fast.
@@ -294,65 +296,53 @@ def _snake_beta(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
 
 _snake_beta_fused = mx.compile(_snake_beta)
 
-# pi = PI_HI + PI_MID + PI_LO (Cody-Waite): PI_HI = 201 / 64 and PI_MID = 254 / 2**18 have 8
-# significant bits each, so k * PI_HI and k * PI_MID are exact in float32 for |k| < 2**16
-# (|z| < ~2e5) and z - k pi keeps the accuracy of sin's own range reduction there.
-PI_HI = 3.140625
-PI_MID = 254 / 2**18
-PI_LO = math.pi - PI_HI - PI_MID
-# Taylor coefficients of sin(r) / r up to r**10: the truncation error at |r| = pi/2 is
-# (pi/2)**13 / 13! = 5.7e-8, below float32's rounding of sin^2 there.
-SIN_COEFFS = tuple((-1) ** n / math.factorial(2 * n + 1) for n in range(6))
+# Elements of one block of SnakeBeta on the CPU (256 KiB of float32): its five passes run over a
+# block while it sits in L2, and blocks are what the worker threads share out.
+SNAKE_BLOCK_ELEMENTS = 1 << 16
+SNAKE_THREADS = min(4, os.cpu_count() or 1)
 
 
-def _sin_squared(z: mx.array) -> mx.array:
-    """`sin(z) ** 2` from multiplies and adds: sin^2 has period pi, so reduce z to
-    r = z - k pi in [-pi/2, pi/2] and evaluate sin's odd polynomial there."""
-    k = mx.round(z * (1.0 / math.pi))
-    r = ((z - k * PI_HI) - k * PI_MID) - k * PI_LO
-    r2 = r * r
-    poly = SIN_COEFFS[-1]
-    for c in reversed(SIN_COEFFS[:-1]):
-        poly = poly * r2 + c
-    return mx.square(r * poly)
+@functools.cache
+def _snake_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(SNAKE_THREADS, thread_name_prefix="snake-beta")
 
 
-def _snake_beta_poly(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
-    return x + (1.0 / (mx.exp(beta) + 1e-9)) * _sin_squared(x * mx.exp(alpha))
-
-
-_threads = threading.local()
-SPLIT_MIN_ELEMENTS = 1 << 16  # below this a second thread costs more than it saves
-
-
-def _second_stream() -> mx.Stream:
-    """This thread's second CPU stream, made on first use (MLX streams are thread-local)."""
-    stream = getattr(_threads, "stream", None)
-    if stream is None:
-        stream = _threads.stream = mx.new_stream(mx.cpu)
-    return stream
+def _snake_rows(x: np.ndarray, scale: np.ndarray, gain: np.ndarray, out: np.ndarray,
+                rows: range) -> None:
+    part = slice(rows.start, rows.stop)
+    y = np.multiply(x[part], scale, out=out[part])
+    np.sin(y, out=y)
+    np.square(y, out=y)
+    y *= gain
+    y += x[part]
 
 
 def _snake_beta_cpu(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
-    # MLX's CPU sin is scalar, and SnakeBeta was most of a decode. Its multiplies and adds are
-    # vectorised, and 20 of them beat one sin (bench/kernel_speed.py). Compiling is slower on
-    # the CPU, even for the sin form: mx.compile's CPU kernels are not vectorised. MLX runs an
-    # elementwise op on one thread, and ~24 of them over the signal were 43 % of a decode's time
-    # (BLAS threads the convs): the second half of the time axis goes to a second stream, its
-    # own thread. Elementwise, so the values are the same either way.
-    half = x.shape[1] // 2
-    if x.size < SPLIT_MIN_ELEMENTS or half == 0:
-        return _snake_beta_poly(x, alpha, beta)
-    with mx.stream(_second_stream()):
-        upper = _snake_beta_poly(x[:, half:], alpha, beta)
-    return mx.concatenate([_snake_beta_poly(x[:, :half], alpha, beta), upper], axis=1)
+    # SnakeBeta was most of a CPU decode. MLX's CPU sin is scalar (~16 ns an element), each of
+    # its elementwise ops is one single-threaded pass over the signal, and mx.compile's CPU
+    # kernels are not vectorised (bench/kernel_speed.py). NumPy's sin is SIMD, and its five
+    # passes run block by block from cache on a few threads (NumPy releases the GIL): several
+    # times faster. The price is a host sync per call, which only the CPU's decode pays.
+    dtype = x.dtype
+    values = np.array(x if dtype == mx.float32 else x.astype(mx.float32), copy=False)  # a sync
+    flat = values.reshape(-1, values.shape[-1])
+    scale = np.array(mx.exp(alpha.astype(mx.float32)))
+    gain = np.array(1.0 / (mx.exp(beta.astype(mx.float32)) + 1e-9))
+    out = np.empty(flat.shape, np.float32)
+    step = max(1, SNAKE_BLOCK_ELEMENTS // flat.shape[1])
+    blocks = [range(i, min(i + step, len(flat))) for i in range(0, len(flat), step)]
+    if len(blocks) == 1:
+        _snake_rows(flat, scale, gain, out, blocks[0])
+    else:
+        list(_snake_pool().map(functools.partial(_snake_rows, flat, scale, gain, out), blocks))
+    return mx.array(out.reshape(values.shape)).astype(dtype)
 
 
 class SnakeBeta(nn.Module):
     """`x + 1/(exp(beta) + 1e-9) * sin^2(exp(alpha) x)`, alpha and beta stored as logs (§2.6.1).
 
-    `impl`: "sin", fused with MLX's sin (a GPU's best), or "poly", multiplies and adds (the
-    CPU's: its sin is scalar); set for the device by the compute policy (`use_impls`).
+    `impl`: "sin", fused with MLX's sin (a GPU's best), or "numpy", NumPy's SIMD sin on a few
+    threads (the CPU's: MLX's is scalar); set for the device by the compute policy (`use_impls`).
     """
 
     impl: SnakeImpl = "sin"
