@@ -327,7 +327,7 @@ class Engine:
 
         The concatenated chunks equal `generate(job)` with `decode_mode="exact"`.
         """
-        batch = StreamBatch(self)
+        batch = StreamBatch(self, max_batch=1)
         batch.add(job, first_chunk_frames, chunk_frames)
         while batch.active:
             for _, chunk in batch.step():
@@ -420,7 +420,9 @@ class StreamBatch:
     audio is then nearly what it is alone, where frames of the whole batch (each costs more than
     one row's on a CPU) and the others' chunk decodes would come between its frames; the
     others lose that time once per newcomer. And the frame that completes a new stream's first
-    chunk has no frame queued after it, so that the chunk's decode has the machine to itself.
+    chunk has no frame queued after it, so that the chunk's decode has the machine to itself. On
+    a CPU the batch queues no frame ahead while a stream could still join, so that a newcomer
+    does not wait behind one (`_queue_ahead`).
 
     Args:
         engine: the model's engine.
@@ -470,7 +472,7 @@ class StreamBatch:
         self._admit()
         new = [self.rows[id(row)][1] for row in self.fresh.members if not row.done]
         if not new:
-            frames = self.loop.step()
+            frames = self.loop.step(ahead=self._queue_ahead())
         elif all(stream.started for stream in new):
             frames = self.fresh.hand_over(self.loop)  # every new stream has spoken
         else:
@@ -492,6 +494,14 @@ class StreamBatch:
                 if not stream.done:
                     self._join(stream)  # the next piece of its text
         return out
+
+    def _queue_ahead(self) -> bool:
+        # A queued frame hides the host's work on the next one: what decides frames/s on a GPU,
+        # a few percent on a CPU (bench/host_time.py: ~15 ms of host time against 0.4-0.7 s
+        # frames of 1-4 rows at 0.6B). But a request that comes in waits for it too, and on a
+        # CPU that is a whole frame of the batch. So on a CPU the batch queues no frame while a
+        # new stream could still join it.
+        return self.engine.speech_tokenizer.policy.on_gpu or len(self.rows) >= self.max_batch
 
     def _admit(self) -> None:
         while self.waiting and len(self.rows) < self.max_batch:

@@ -130,14 +130,33 @@ def test_a_stream_joining_a_batch_runs_alone_until_it_speaks(cv):
             audio[id(stream)].append(chunk.audio)
     # The late stream's frames 0-2 come out in its first three steps, as alone, and none of the
     # early stream's; none is built after its frame 2 (its first chunk's decode goes first), so
-    # the fourth step hands it over with no frame in flight; then the early one's frame built
-    # before the late one came, then both.
+    # the fourth step hands it over with no frame in flight; the batch (with room, on a CPU)
+    # had none queued when the late one came either, so from then on every frame has both.
     assert [step.get(id(late), 0) for step in log[:4]] == [0, 0, 3, 0]
     assert not any(id(early) in step for step in log[:4])
-    assert [step.keys() for step in log[4:6]] == [{id(early)}, {id(early), id(late)}]
+    assert [step.keys() for step in log[4:6]] == [{id(early), id(late)}] * 2
     for stream, text, speaker, seed in ((early, TEXT, "ryan", 1), (late, "a late arrival.", "sohee", 2)):
         alone = cv.generate(text, speaker=speaker, seed=seed, max_frames=16).audio
         np.testing.assert_allclose(np.concatenate(audio[id(stream)]), alone, atol=1e-5)
+
+
+def test_a_cpu_batch_queues_a_frame_ahead_only_when_no_stream_can_join(cv):
+    """On a CPU a queued frame of the batch is ~0.5 s of the machine that a request coming in
+    would wait behind: a batch with room queues none between steps; a full one does."""
+    batch = cv.open_batch(max_batch=2)
+    kwargs = dict(max_frames=12, first_chunk_frames=1, chunk_frames=1)
+    first = batch.add(TEXT, speaker="ryan", seed=1, **kwargs)
+    queued = []  # after each step of speaking streams that none joined or left: a frame in flight?
+    while batch.active:
+        rows, fresh = len(batch.batch.rows), batch.batch.fresh.members
+        got = batch.step()
+        if not fresh and not batch.batch.fresh.members and len(batch.batch.rows) == rows:
+            queued.append((rows, batch.batch.loop.queued is not None))
+        if any(stream is first and chunk.frames for stream, chunk in got) and len(queued) == 3:
+            batch.add("and a second one.", speaker="vivian", seed=2, **kwargs)
+    alone = [q for rows, q in queued if rows == 1]
+    together = [q for rows, q in queued if rows == 2]
+    assert len(alone) >= 3 and len(together) >= 3 and not any(alone) and all(together)
 
 
 def test_batch_greedy_equals_single(cv):
