@@ -259,7 +259,8 @@ def runner_args(check: Check) -> argparse.Namespace:
     return argparse.Namespace(
         python={"ours": sys.executable, "mlx-audio": a.mlx_audio_python or "", "official": ""},
         timeouts={s: a.run_timeout for s in bench.SYSTEMS}, frames=a.frames, official_frames=a.frames,
-        split_frames=a.split_frames, decode_frames=a.decode_frames, mlx_audio_decode_frames=a.decode_frames,
+        split_frames=a.split_frames, decode_frames=a.decode_frames, decode_repeats=1,
+        mlx_audio_decode_frames=a.decode_frames,
         greedy=False, threads=a.threads, no_ttfa=False)
 
 
