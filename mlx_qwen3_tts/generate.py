@@ -310,10 +310,6 @@ class FrameLoop:
         self.joining.append(([row], state))
         return row
 
-    def drop(self, row: Row) -> None:
-        """Stop a row now (its client left): it gets no more frames and leaves the batch."""
-        row.finish("dropped")
-
     @property
     def members(self) -> list[Row]:
         """Every row of this loop, joining ones included."""

@@ -155,7 +155,7 @@ def run_loop(cv, plan):
             items = plan.get(step, [])
             for item in items:
                 if isinstance(item, str) and item.startswith("drop:"):
-                    loop.drop(rows[int(item.split(":")[1])])
+                    rows[int(item.split(":")[1])].finish("dropped")  # as StreamBatch.cancel
                 elif item != "hand_over":
                     target, request = (new, item[1]) if isinstance(item, tuple) else (loop, item)
                     rows.append(target.add(request, prefix=engine.prefix(request)))

@@ -318,11 +318,11 @@ def _snake_rows(x: np.ndarray, scale: np.ndarray, gain: np.ndarray, out: np.ndar
 
 
 def _snake_beta_cpu(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
-    # SnakeBeta was most of a CPU decode. MLX's CPU sin is scalar (~16 ns an element), each of
-    # its elementwise ops is one single-threaded pass over the signal, and mx.compile's CPU
-    # kernels are not vectorised (bench/kernel_speed.py). NumPy's sin is SIMD, and its five
-    # passes run block by block from cache on a few threads (NumPy releases the GIL): several
-    # times faster. The price is a host sync per call, which only the CPU's decode pays.
+    # SnakeBeta was most of a CPU decode. MLX's CPU sin is scalar, each of its elementwise ops
+    # is one single-threaded pass over the signal, and mx.compile's CPU kernels are not
+    # vectorised. NumPy's sin is SIMD, and its five passes run block by block from cache on a
+    # few threads (NumPy releases the GIL): over 10x MLX's sin (bench/kernel_speed.py). The
+    # price is a host sync per call, which only the CPU's decode pays.
     dtype = x.dtype
     values = np.array(x if dtype == mx.float32 else x.astype(mx.float32), copy=False)  # a sync
     flat = values.reshape(-1, values.shape[-1])
