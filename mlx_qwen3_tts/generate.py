@@ -46,12 +46,12 @@ def predict_codes(talker: Talker, hidden: mx.array, c0: mx.array, keys: mx.array
     settings = RowSettings(*sampling, *flags)
     cp = talker.code_predictor
     cache = cp.make_cache()
-    h = cp(mx.stack([hidden, talker.embed_codec(c0)], axis=1), cache)
+    h = cp.decode(mx.stack([hidden, talker.embed_codec(c0)], axis=1), cache)
     codes = [c0]
     for j, head in enumerate(cp.lm_head):
         codes.append(sample(head(h[:, -1]), settings, keys[:, j]))
         if j + 1 < len(cp.lm_head):
-            h = cp(cp.model.codec_embedding[j](codes[-1])[:, None], cache)
+            h = cp.decode(cp.model.codec_embedding[j](codes[-1])[:, None], cache)
     return mx.stack(codes, axis=1)
 
 

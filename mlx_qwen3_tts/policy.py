@@ -9,6 +9,8 @@ process-wide switch, so a CPU model and a GPU model can live in one process):
   packed weights with float32 scales and activations;
 * half-precision and quantized Linears multiply in float32 on the CPU, and one-row float32
   products use both cores (`models/cpu_matmul.py`);
+* RoPE in a cached step: each block's `mx.fast.rope` (a kernel on a GPU), or on the CPU its
+  cos and sin computed once per step for every block (`models/base.py`, `rope_rows`);
 * the codec's convolutions (MLX's kernels on a GPU, BLAS matmuls on the CPU) and SnakeBeta (the
   GPU's fused sin, NumPy's SIMD sin on the CPU) and, on the CPU, MLX's buffer cache;
 * on Metal, the wired-memory limit for the model's weights.
@@ -27,6 +29,7 @@ from mlx.utils import tree_flatten
 
 from .blas import blas
 from .errors import ModelLoadError
+from .models.base import use_rope_rows
 from .models.codec.layers import ConvImpl, SnakeImpl, use_impls
 from .models.cpu_matmul import MatvecImpl, use_float32_matmuls, use_threaded_matvecs
 
@@ -110,6 +113,7 @@ class ComputePolicy:
         snake: how it computes SnakeBeta ("sin" or "numpy").
         matvec: how the talker's one-row float32 products use the cores: "blas" (as BLAS
             does it), "two_rows" (MKL on an AMD CPU) or "two_streams" (`models/cpu_matmul.py`).
+        rope_rows: a cached step computes RoPE's cos and sin once for all blocks (CPU).
     """
 
     device: mx.Device
@@ -118,6 +122,7 @@ class ComputePolicy:
     conv: ConvImpl
     snake: SnakeImpl
     matvec: MatvecImpl = "blas"
+    rope_rows: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", _as_device(self.device))
@@ -129,7 +134,8 @@ class ComputePolicy:
         if dtype is None and not gpu:
             dtype = mx.float32
         return cls(device, dtype, float32_matmuls=not gpu, conv="native" if gpu else "matmul",
-                   snake="sin" if gpu else "numpy", matvec="blas" if gpu else _cpu_matvec())
+                   snake="sin" if gpu else "numpy", matvec="blas" if gpu else _cpu_matvec(),
+                   rope_rows=not gpu)
 
     @property
     def on_gpu(self) -> bool:
@@ -140,6 +146,8 @@ class ComputePolicy:
         if self.float32_matmuls:
             use_float32_matmuls(model)
         use_threaded_matvecs(model, self.matvec)
+        if self.rope_rows:
+            use_rope_rows(model)
 
     def apply_codec(self, codec: nn.Module) -> None:
         """Give a loaded speech tokenizer this policy's convolutions and SnakeBeta (and, on the

@@ -59,13 +59,15 @@ def test_cpu_default_is_float32_and_the_load_line_says_so(checkpoint, caplog):
     assert "CPU, talker weights stored bfloat16, computed in float32, BLAS: " in line
     assert blas.blas() in line
     assert tts.model.talker.model.layers[0].mlp.up_proj.weight.dtype == mx.float32
+    assert tts.model.talker.model.rope_rows and tts.model.talker.code_predictor.model.rope_rows
     half = qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="bfloat16")
     assert half.model.talker.model.norm.weight.dtype == mx.bfloat16
 
 
 def test_a_gpu_policy_keeps_the_released_dtype():
     policy = qt.ComputePolicy.choose(mx.gpu)
-    assert policy.dtype is None and not policy.float32_matmuls
+    assert policy.dtype is None and not policy.float32_matmuls and not policy.rope_rows
+    assert qt.ComputePolicy.choose(mx.cpu).rope_rows
     assert "GPU, talker weights stored bfloat16, computed in bfloat16" == policy.describe(mx.bfloat16)
 
 

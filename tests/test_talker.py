@@ -3,12 +3,14 @@
 import hashlib
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 from conftest import load_fixture
 from numpy_ref import transformer as ref
 
 from mlx_qwen3_tts.loading import load_model
+from mlx_qwen3_tts.models.base import rope_rows, rotate
 from mlx_qwen3_tts.testing import teacher_forced_logits
 
 # (size, variant) pairs that have official fixtures (tools/make_reference_fixtures.py): every
@@ -100,21 +102,65 @@ def test_cached_steps_equal_full_prefill(loaded, size):
 
 
 @pytest.mark.parametrize("size", ["tiny-0.6b", "tiny-1.7b"])
-def test_code_predictor_cached_steps_equal_teacher_forcing(loaded, size):
-    """2-token prefill + 14 cached steps (how generation runs it) == one teacher-forced pass."""
+def test_decode_steps_are_the_cached_steps_with_either_rope(loaded, size):
+    """The talker's compiled step (`decode`), RoPE by `mx.fast.rope` in every block or by the
+    CPU policy's rows once per step, gives the cached steps' logits bit for bit."""
+    model, fx, _, _ = loaded(*next(p for p in OFFICIAL if p[0] == size))
+    talker = model.talker
+    x = mx.array(fx["prefill"])[None]
+    steps = {}
+    for way in ("call", "fast", "rows"):
+        talker.model.rope_rows = way == "rows"
+        cache = talker.make_cache()
+        talker(x[:, :-3], cache)
+        step = talker if way == "call" else talker.decode
+        logits = [step(x[:, -i: x.shape[1] - i + 1], cache)[0][0, -1] for i in (3, 2, 1)]
+        steps[way] = np.stack([np.array(a) for a in logits])
+    talker.model.rope_rows = False
+    np.testing.assert_array_equal(steps["fast"], steps["call"])
+    np.testing.assert_array_equal(steps["rows"], steps["call"])
+    np.testing.assert_allclose(steps["rows"], fx["logits"][-3:], atol=1e-5)
+
+
+@pytest.mark.parametrize("way", ["call", "fast", "rows"])
+@pytest.mark.parametrize("size", ["tiny-0.6b", "tiny-1.7b"])
+def test_code_predictor_cached_steps_equal_teacher_forcing(loaded, size, way):
+    """2-token prefill + 14 cached steps (how generation runs it, `decode` with either RoPE)
+    == one teacher-forced pass."""
     model, fx, _, _ = loaded(*next(p for p in OFFICIAL if p[0] == size))
     cp = model.talker.code_predictor
+    cp.model.rope_rows = way == "rows"
+    step = cp if way == "call" else cp.decode
     past_hidden = mx.array(fx["hidden"][-1:])
     c0_embed = model.talker.embed_codec(mx.array([int(fx["c0"])]))
     codes = mx.array(fx["codes"])[None]
     cache = cp.make_cache()
-    h = cp(mx.stack([past_hidden, c0_embed], axis=1), cache)
+    h = step(mx.stack([past_hidden, c0_embed], axis=1), cache)
     stepped = [cp.lm_head[0](h[:, -1])]
     for j in range(1, 15):
-        h = cp(cp.model.codec_embedding[j - 1](codes[:, j - 1 : j]), cache)
+        h = step(cp.model.codec_embedding[j - 1](codes[:, j - 1 : j]), cache)
         stepped.append(cp.lm_head[j](h[:, -1]))
+    cp.model.rope_rows = False
     forced = teacher_forced_logits(cp, past_hidden, c0_embed, codes)
     np.testing.assert_allclose(np.array(mx.stack(stepped, axis=1)), np.array(forced), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("offset,length", [(5, 1), (0, 2), (32000, 3), (70000, 1), ([4, 0, 77], 1),
+                                           ([10, 20], 4)])
+def test_rope_rows_rotate_as_fast_rope_does_bit_for_bit(offset, length, dtype):
+    """The CPU's RoPE (`rope_rows` once per step, `rotate` in each block) is `mx.fast.rope` on
+    the CPU to the bit, eager and compiled, for one offset or one per row (a batch): the parity
+    fixtures hold and a batch row stays its solo run."""
+    with mx.stream(mx.cpu):
+        offsets = mx.array(offset)
+        x = mx.random.normal((offsets.size, 16, length, 128), key=mx.random.key(0)) * 10
+        x = x.astype(getattr(mx, dtype))
+        for base in (1e6, 1e4):
+            expected = mx.fast.rope(x, 128, traditional=False, base=base, scale=1.0, offset=offsets)
+            rows = rope_rows(nn.RoPE(128, base=base), offsets, length)
+            assert mx.array_equal(rotate(x, *rows), expected)
+            assert mx.array_equal(mx.compile(rotate)(x, *rows), expected)
 
 
 def test_frame_embedding_is_sum_of_code_embeddings(loaded):

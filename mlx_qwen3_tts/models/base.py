@@ -315,6 +315,8 @@ class Qwen3Stack(nn.Module):
     """Qwen3 decoder blocks and the final RMSNorm over input embeddings: the `model` of both the
     talker and the code predictor (mlx-lm's `Qwen3Model` without its token embedding)."""
 
+    rope_rows = False  # `decode`'s RoPE: each block's `mx.fast.rope`, or `rope_rows` once per step
+
     def __init__(self, config: Qwen3StackConfig):
         super().__init__()
         args = qwen3_block_args(config)
@@ -333,15 +335,19 @@ class Qwen3Stack(nn.Module):
         return self.norm(h)
 
     def decode(self, inputs_embeds: mx.array, cache: list[Any]) -> mx.array:
-        """`__call__` for one new position per row (`[B, 1, H]`), with each block's two halves
-        compiled: what a frame's talker step runs.
+        """`__call__` for the new positions of a cached step (`[B, L, H]`, L = 1 in a frame's
+        talker step), with each block's two halves compiled.
 
         A block is mlx-lm's `TransformerBlock` taken apart at its KV cache: the cache grows every
         step and would retrace a compiled whole, so the cache update and the attention run as
         they are, and the rest of the block (norms, projections, RoPE at the cache's offset given
-        as an array, MLP, residuals) runs compiled, once traced per batch size. The weights are
+        as an array, MLP, residuals) runs compiled, once traced per input shape. The weights are
         the compiled functions' inputs, not constants (`load_weights` takes effect). On a GPU this
         cuts the Python a step builds; on the CPU it also fuses the elementwise ops.
+
+        With `rope_rows` set (the CPU policy, `use_rope_rows`) the step computes RoPE's cos and
+        sin once for all its blocks instead of each block's `mx.fast.rope` computing them twice:
+        on the CPU that is MLX's composition of a dozen small ops, not a kernel.
         """
         halves = self.__dict__.get("_compiled_halves")  # plain attribute: no parameter
         if halves is None:
@@ -354,8 +360,9 @@ class Qwen3Stack(nn.Module):
         # An int offset (KVCache) would be a constant of the trace: as an array it is an input.
         offset = cache[0].offset
         offset = offset if isinstance(offset, mx.array) else mx.array(offset)
+        rows = rope_rows(self.layers[0].self_attn.rope, offset, h.shape[1]) if self.rope_rows else ()
         for layer, c, (qkv, output) in zip(self.layers, cache, halves):
-            q, k, v = qkv(h, offset)
+            q, k, v = qkv(h, offset, *rows)
             # As mlx_lm.models.qwen3.Attention does it between its RoPE and o_proj.
             k, v = c.update_and_fetch(k, v)
             scale = layer.self_attn.scale
@@ -363,15 +370,57 @@ class Qwen3Stack(nn.Module):
         return self.norm(h)
 
 
-def _attention_inputs(layer: TransformerBlock, x: mx.array,
-                      offset: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-    """A block's queries and keys (rotated to `offset`) and values, `[B, heads, L, head_dim]`."""
+def use_rope_rows(model: nn.Module) -> int:
+    """Make every `Qwen3Stack` of `model` compute RoPE's cos and sin once per `decode` step
+    (`rope_rows`), in place: the CPU's choice. Returns how many changed."""
+    stacks = [m for _, m in model.named_modules() if isinstance(m, Qwen3Stack)]
+    for stack in stacks:
+        stack.rope_rows = True
+    return len(stacks)
+
+
+def rope_rows(rope: nn.RoPE, offset: mx.array, length: int) -> tuple[mx.array, mx.array]:
+    """RoPE's factors at positions `offset .. offset + length - 1` for `rotate`: `[cos, cos]` and
+    `[-sin, sin]` stacked on a new axis, `[L, 2, dims / 2]`, or `[B, 1, L, 2, dims / 2]` for one
+    offset per row (`[B]`). cos and sin are computed as `mx.fast.rope` computes them on the CPU
+    (same ops, same order): bit for bit the same values."""
+    half = rope.dims // 2
+    inv_freqs = mx.exp(mx.arange(0, -half, -1, dtype=mx.float32) * (math.log(rope.base) / half))
+    positions = mx.arange(length, dtype=mx.float32)
+    if offset.ndim:  # one per row: [B, 1, L] broadcasts over the heads
+        positions = positions + offset.astype(mx.float32)[:, None, None]
+    else:
+        positions = positions + offset.astype(mx.float32)
+    theta = (positions * rope.scale)[..., None] * inv_freqs
+    cos, sin = mx.cos(theta), mx.sin(theta)
+    return mx.stack([cos, cos], axis=-2), mx.stack([-sin, sin], axis=-2)
+
+
+def rotate(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
+    """Rotate-half RoPE of `x` `[B, heads, L, D]` by `rope_rows`' factors, in `x`'s dtype as
+    `mx.fast.rope` (D = dims, as in every Qwen3 block).
+
+    `x1 * cos - x2 * sin, x2 * cos + x1 * sin` as one elementwise expression over `x` viewed as
+    `[..., 2, D / 2]` and that view with its halves swapped: no concatenation, the same values
+    (negating sin is exact, and a - b is a + (-b) in IEEE arithmetic).
+    """
+    halves = x.reshape(*x.shape[:-1], 2, x.shape[-1] // 2)
+    cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
+    return (halves * cos + halves[..., ::-1, :] * sin).reshape(x.shape)
+
+
+def _attention_inputs(layer: TransformerBlock, x: mx.array, offset: mx.array,
+                      *rows: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+    """A block's queries and keys (rotated to `offset`, by `rope_rows` if given) and values,
+    `[B, heads, L, head_dim]`."""
     attn = layer.self_attn
     B, L, _ = x.shape
     n = layer.input_layernorm(x)
     q = attn.q_norm(attn.q_proj(n).reshape(B, L, attn.n_heads, -1)).transpose(0, 2, 1, 3)
     k = attn.k_norm(attn.k_proj(n).reshape(B, L, attn.n_kv_heads, -1)).transpose(0, 2, 1, 3)
     v = attn.v_proj(n).reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    if rows:
+        return rotate(q, *rows), rotate(k, *rows), v
     return attn.rope(q, offset=offset), attn.rope(k, offset=offset), v
 
 

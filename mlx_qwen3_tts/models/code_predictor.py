@@ -57,3 +57,7 @@ class CodePredictor(nn.Module):
     def __call__(self, inputs_embeds: mx.array, cache: list[Any] | None = None) -> mx.array:
         """Post-norm hidden states `[B, L, Hc]` for talker-width inputs `[B, L, H]`."""
         return self.model(self.project(inputs_embeds), cache)
+
+    def decode(self, inputs_embeds: mx.array, cache: list[Any]) -> mx.array:
+        """`__call__` for a frame's cached steps, its blocks as `Qwen3Stack.decode` runs them."""
+        return self.model.decode(self.project(inputs_embeds), cache)
