@@ -10,8 +10,9 @@ from conftest import load_fixture
 from numpy_ref import transformer as ref
 
 from mlx_qwen3_tts.loading import load_model
-from mlx_qwen3_tts.models.base import rope_rows, rotate
-from mlx_qwen3_tts.testing import teacher_forced_logits
+from mlx_qwen3_tts.models.base import rope_rows, rotate, use_rope_rows
+from mlx_qwen3_tts.models.talker import Talker, TalkerConfig
+from mlx_qwen3_tts.testing import make_config, teacher_forced_logits
 
 # (size, variant) pairs that have official fixtures (tools/make_reference_fixtures.py): every
 # variant's loader path gives the same talker (the weights differ only outside it).
@@ -161,6 +162,15 @@ def test_rope_rows_rotate_as_fast_rope_does_bit_for_bit(offset, length, dtype):
             rows = rope_rows(nn.RoPE(128, base=base), offsets, length)
             assert mx.array_equal(rotate(x, *rows), expected)
             assert mx.array_equal(mx.compile(rotate)(x, *rows), expected)
+
+
+def test_rope_rows_only_for_blocks_whose_rope_rotate_computes():
+    """`rotate` is rotate-half over the whole head: a stack with another RoPE keeps its own."""
+    talker = Talker(TalkerConfig.from_dict(make_config("tiny-0.6b", "custom_voice")["talker_config"]))
+    for layer in talker.code_predictor.model.layers:
+        layer.self_attn.rope = nn.RoPE(layer.self_attn.rope.dims, traditional=True)
+    assert use_rope_rows(talker) == 1
+    assert talker.model.rope_rows and not talker.code_predictor.model.rope_rows
 
 
 def test_frame_embedding_is_sum_of_code_embeddings(loaded):

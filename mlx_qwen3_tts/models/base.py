@@ -373,10 +373,19 @@ class Qwen3Stack(nn.Module):
 def use_rope_rows(model: nn.Module) -> int:
     """Make every `Qwen3Stack` of `model` compute RoPE's cos and sin once per `decode` step
     (`rope_rows`), in place: the CPU's choice. Returns how many changed."""
-    stacks = [m for _, m in model.named_modules() if isinstance(m, Qwen3Stack)]
+    stacks = [m for _, m in model.named_modules() if isinstance(m, Qwen3Stack) and _rotates_whole_heads(m)]
     for stack in stacks:
         stack.rope_rows = True
     return len(stacks)
+
+
+def _rotates_whole_heads(stack: Qwen3Stack) -> bool:
+    """Whether `stack`'s RoPE is what `rotate` computes: rotate-half over the whole head (as in
+    every Qwen3 block; anything else keeps `mx.fast.rope`)."""
+    attn = stack.layers[0].self_attn
+    rope = attn.rope
+    head_dim = attn.q_proj.weight.shape[0] // attn.n_heads
+    return type(rope) is nn.RoPE and not rope.traditional and rope.dims == head_dim
 
 
 def rope_rows(rope: nn.RoPE, offset: mx.array, length: int) -> tuple[mx.array, mx.array]:
