@@ -21,13 +21,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-ConvImpl = Literal["native", "matmul", "taps", "im2col"]
+ConvImpl = Literal["native", "matmul", "im2col"]
 CONV_IMPLS: tuple[str, ...] = get_args(ConvImpl)
 SnakeImpl = Literal["sin", "numpy"]
-# Largest im2col patch matrix (elements, 16 MiB in float32) that "matmul" builds. Patches grow as
-# k * L * C, far larger than the output at the decoder's last stage of a long decode; past this
-# size the tap sum, whose temporaries are output-sized, is as fast.
-IM2COL_MAX_ELEMENTS = 1 << 22
 
 
 def _check(impl: str) -> str:
@@ -48,9 +44,10 @@ def conv1d(
     `[C_out, k, C_in / groups]`, computed as `impl` says:
 
     * "native": `mx.conv1d` (MLX's kernels; what a GPU runs best);
-    * "matmul": BLAS products (what the CPU runs best): im2col while its patch matrix is small
-      (`IM2COL_MAX_ELEMENTS`), else the tap sum; depthwise and grouped convs a tap sum;
-    * "taps" / "im2col": always that one formulation (tests and benchmarks).
+    * "matmul": BLAS products (what the CPU runs best): a sum over the kernel's taps of one
+      product each, depthwise and grouped convs too; fastest over tap-major weights
+      (`tap_major`, which `use_impls` lays out);
+    * "im2col": one product of all taps' inputs side by side (tests and benchmarks).
     """
     impl = _check(impl)
     if impl == "native":
@@ -59,10 +56,18 @@ def conv1d(
     if groups > 1:
         depthwise = groups == x.shape[-1] == w.shape[0]
         return _depthwise(taps, w) if depthwise else _grouped_tap_sum(taps, w, groups)
-    small = taps[0].size * len(taps) <= IM2COL_MAX_ELEMENTS
-    if impl == "im2col" or (impl == "matmul" and small):
+    if impl == "im2col":
         return _im2col(taps, w)
     return _tap_sum(taps, w)
+
+
+def tap_major(w: mx.array) -> mx.array:
+    """`w` `[C_out, k, C_in]` as it is (same shape, same values), stored tap by tap as
+    `[k, C_in, C_out]`: each tap's `w[:, j].T` is then contiguous, and the tap sum multiplies it
+    as it lies. In the checkpoint's layout a tap's slice is strided, and MLX copies it (into
+    this same layout, so the products are the same bit for bit) before every product.
+    Idempotent."""
+    return mx.contiguous(w.transpose(1, 2, 0)).transpose(2, 0, 1)
 
 
 def _tap_inputs(x: mx.array, k: int, stride: int, dilation: int) -> list[mx.array]:
@@ -74,7 +79,8 @@ def _tap_inputs(x: mx.array, k: int, stride: int, dilation: int) -> list[mx.arra
 
 def _tap_sum(taps: list[mx.array], w: mx.array) -> mx.array:
     # addmm accumulates into the running sum: adding k separate products would hold them all
-    # at once (several times the output's memory) and spend an extra pass over each.
+    # at once (several times the output's memory) and spend an extra pass over each. With
+    # tap-major weights `w[:, j]` is contiguous and goes to BLAS without a copy.
     y = taps[0] @ w[:, 0].T
     for j in range(1, len(taps)):
         y = mx.addmm(y, taps[j], w[:, j].T)
@@ -82,8 +88,7 @@ def _tap_sum(taps: list[mx.array], w: mx.array) -> mx.array:
 
 
 def _im2col(taps: list[mx.array], w: mx.array) -> mx.array:
-    # Patches are tap-major like w's `[C_out, k * C_in]` view, which needs no copy of the weight
-    # (the tap sum copies each tap's strided slice of it, which dominates for a few frames).
+    # Patches are tap-major like w's `[C_out, k * C_in]` view (a copy of a tap-major `w`).
     return mx.concatenate(taps, axis=-1) @ w.reshape(w.shape[0], -1).T
 
 
@@ -359,11 +364,16 @@ class SnakeBeta(nn.Module):
 
 def use_impls(module: nn.Module, conv: ConvImpl, snake: SnakeImpl) -> None:
     """How every convolution and SnakeBeta under `module` computes: the compute policy's choice,
-    held by each module (no process-wide switch: two models can compute differently)."""
+    held by each module (no process-wide switch: two models can compute differently). For
+    "matmul" the weights of the convs that sum taps are laid out tap by tap (`tap_major`; the
+    same values), for the others as the checkpoint has them."""
     _check(conv)
     for _, m in module.named_modules():
         if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
             m.impl = conv
+            if isinstance(m, CausalConv1d) and m.conv.groups == 1 and m.conv.weight.shape[1] > 1:
+                m.conv.weight = tap_major(m.conv.weight) if conv == "matmul" else mx.contiguous(m.conv.weight)
+                mx.eval(m.conv.weight)  # one at a time: the old layout is freed as the new one is made
         elif isinstance(m, SnakeBeta):
             m.impl = snake
 
