@@ -1,7 +1,7 @@
 """Full-size codec speed per convolution formulation, and against the official codec: seconds of
 compute per second of audio.
 
-    python bench/codec_speed.py                       # native, im2col, matmul; 12 frames
+    python bench/codec_speed.py                       # native, taps, im2col, matmul; 12 frames
     python bench/codec_speed.py --impls matmul --frames 300 --repeat 1   # a 24 s exact decode
     python bench/codec_speed.py --impls matmul --ops stream --step 4     # streaming, 4-frame steps
     python bench/codec_speed.py --impls matmul --ops decode --frames 32 --repeat 7 \
@@ -119,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--impls", default="native,im2col,matmul",
+    parser.add_argument("--impls", default="native,taps,im2col,matmul",
                         help=f"comma-separated, from {', '.join(CONV_IMPLS)}")
     parser.add_argument("--frames", type=int, default=12, help="12.5 frames = 1 s of audio")
     parser.add_argument("--repeat", type=int, default=3)

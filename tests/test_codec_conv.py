@@ -17,7 +17,7 @@ from mlx_qwen3_tts.policy import CPU_CACHE_LIMIT, ComputePolicy
 from mlx_qwen3_tts.speech_tokenizer import SpeechTokenizer
 from mlx_qwen3_tts.testing import write_speech_tokenizer
 
-MATMUL_IMPLS = ["im2col", "matmul"]
+MATMUL_IMPLS = ["taps", "im2col", "matmul"]
 
 CONVS = [  # (batch, length, C_in, C_out, kernel, stride, dilation, groups)
     (1, 23, 16, 32, 3, 1, 1, 1),
@@ -76,7 +76,7 @@ def test_causally_padded_conv1d_equals_numpy(impl, B, L, c_in, c_out, k, stride,
     assert_close(got, np.stack(want))
 
 
-@pytest.mark.parametrize("impl", ["matmul"])
+@pytest.mark.parametrize("impl", ["taps", "matmul"])
 @pytest.mark.parametrize("B,L,c_in,c_out,k,stride", TRANSPOSED)
 def test_conv_transpose1d_equals_mlx_and_numpy(impl, B, L, c_in, c_out, k, stride):
     x = random((B, L, c_in), 4)
@@ -97,6 +97,17 @@ def test_an_input_shorter_than_the_kernel_gives_an_empty_output(impl):
     assert y.shape == (1, 0, 8)
 
 
+def test_matmul_builds_im2col_patches_only_while_small(monkeypatch):
+    calls = []
+    monkeypatch.setattr(layers, "_im2col", lambda taps, w: calls.append("im2col") or layers._tap_sum(taps, w))
+    x, w = mx.zeros((1, 40, 8)), mx.zeros((4, 3, 8))
+    monkeypatch.setattr(layers, "IM2COL_MAX_ELEMENTS", 3 * 38 * 8)
+    conv1d(x, w, impl="matmul")
+    monkeypatch.setattr(layers, "IM2COL_MAX_ELEMENTS", 3 * 38 * 8 - 1)
+    conv1d(x, w, impl="matmul")
+    assert calls == ["im2col"]
+
+
 @pytest.mark.parametrize("B,L,c_in,c_out,k,stride,dilation,groups", CONVS)
 def test_tap_major_weights_are_the_same_weights(B, L, c_in, c_out, k, stride, dilation, groups):
     """Laid out tap by tap, a weight holds the same values and gives the same products, bit for
@@ -106,8 +117,8 @@ def test_tap_major_weights_are_the_same_weights(B, L, c_in, c_out, k, stride, di
     laid = layers.tap_major(w)
     assert laid.shape == w.shape and mx.array_equal(laid, w)
     assert mx.array_equal(layers.tap_major(laid), w)
-    want = np.array(conv1d(x, w, stride, dilation, groups, impl="matmul"))
-    np.testing.assert_array_equal(np.array(conv1d(x, laid, stride, dilation, groups, impl="matmul")), want)
+    want = np.array(conv1d(x, w, stride, dilation, groups, impl="taps"))
+    np.testing.assert_array_equal(np.array(conv1d(x, laid, stride, dilation, groups, impl="taps")), want)
 
 
 def test_low_precision_keeps_its_dtype():
@@ -230,11 +241,13 @@ def test_a_cpu_codec_keeps_freed_buffers_and_never_lowers_a_larger_cache_limit(t
 
 
 def test_the_cpu_lays_out_the_tap_sums_weights_tap_major_and_decodes_the_same(tokenizer, monkeypatch):
-    """`use_impls(..., "matmul")` lays out every conv that sums taps (kernel > 1, not grouped)
-    tap by tap, "native" back as the checkpoint has them; the audio is the same bit for bit."""
-    summed = {name for name, m in tokenizer.model.named_modules()
-              if isinstance(m, layers.CausalConv1d) and m.conv.groups == 1 and m.conv.weight.shape[1] > 1}
-    assert summed
+    """`use_impls(..., "matmul")` gives "taps" over tap-major weights to every conv with a
+    kernel > 1, not grouped, that does not widen, "native" the checkpoint's layout back; the
+    audio is the same bit for bit in either layout."""
+    convs = {name: m for name, m in tokenizer.model.named_modules()
+             if isinstance(m, layers.CausalConv1d) and m.conv.groups == 1 and m.conv.weight.shape[1] > 1}
+    narrowing = {name for name, m in convs.items() if m.conv.weight.shape[2] >= m.conv.weight.shape[0]}
+    assert narrowing and set(convs) - narrowing  # both kinds are there to tell apart
     laid = []
     tap_major = layers.tap_major
     monkeypatch.setattr(layers, "tap_major", lambda w: laid.append(w.shape) or tap_major(w))
@@ -243,9 +256,11 @@ def test_the_cpu_lays_out_the_tap_sums_weights_tap_major_and_decodes_the_same(to
         use_impls(tokenizer.model, "native", "numpy")
         assert laid == []
         use_impls(tokenizer.model, "matmul", "numpy")
-        assert len(laid) == len(summed)
+        assert {name for name, m in convs.items() if m.impl == "taps"} == narrowing
+        assert {m.impl for name, m in convs.items() if name not in narrowing} == {"matmul"}
+        assert len(laid) == len(narrowing)
         tap_major_audio = tokenizer.decode(codes)
-        monkeypatch.setattr(layers, "tap_major", mx.contiguous)  # the checkpoint's layout, for "matmul"
+        monkeypatch.setattr(layers, "tap_major", mx.contiguous)  # the checkpoint's layout for "taps"
         use_impls(tokenizer.model, "matmul", "numpy")
         np.testing.assert_array_equal(tokenizer.decode(codes), tap_major_audio)
     finally:
@@ -264,7 +279,8 @@ def test_two_policies_live_in_one_process(tmp_path_factory):
 
     gpu_like = {("CausalConv1d", "native"), ("CausalConvTranspose1d", "native"), ("SnakeBeta", "sin")}
     assert kinds(a) == gpu_like
-    cpu = {("CausalConv1d", "matmul"), ("CausalConvTranspose1d", "matmul"), ("SnakeBeta", "numpy")}
+    cpu = {("CausalConv1d", "matmul"), ("CausalConv1d", "taps"), ("CausalConvTranspose1d", "matmul"),
+           ("SnakeBeta", "numpy")}
     assert kinds(b) == cpu
     codes = np.random.default_rng(3).integers(0, 2048, (6, 16))
     assert_close(a.decode(codes), b.decode(codes), rtol=2e-5)

@@ -21,9 +21,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-ConvImpl = Literal["native", "matmul", "im2col"]
+ConvImpl = Literal["native", "matmul", "taps", "im2col"]
 CONV_IMPLS: tuple[str, ...] = get_args(ConvImpl)
 SnakeImpl = Literal["sin", "numpy"]
+# Largest im2col patch matrix (elements, 16 MiB in float32) that "matmul" builds. Patches grow as
+# k * L * C, far larger than the output at the decoder's last stage of a long decode; past this
+# size the tap sum, whose temporaries are output-sized, is as fast.
+IM2COL_MAX_ELEMENTS = 1 << 22
 
 
 def _check(impl: str) -> str:
@@ -44,10 +48,13 @@ def conv1d(
     `[C_out, k, C_in / groups]`, computed as `impl` says:
 
     * "native": `mx.conv1d` (MLX's kernels; what a GPU runs best);
-    * "matmul": BLAS products (what the CPU runs best): a sum over the kernel's taps of one
-      product each, depthwise and grouped convs too; fastest over tap-major weights
-      (`tap_major`, which `use_impls` lays out);
-    * "im2col": one product of all taps' inputs side by side (tests and benchmarks).
+    * "taps": BLAS products (what the CPU runs best), one per kernel tap, summed; for weights
+      laid out tap by tap (`tap_major`), whose taps go to BLAS without a copy;
+    * "matmul": BLAS products over weights as the checkpoint lays them out: all taps' inputs
+      side by side in one product (im2col) while that patch matrix is small
+      (`IM2COL_MAX_ELEMENTS`), else the tap sum;
+    * "im2col": always im2col (tests and benchmarks).
+    Depthwise and grouped convs are a tap sum in every BLAS formulation.
     """
     impl = _check(impl)
     if impl == "native":
@@ -56,7 +63,8 @@ def conv1d(
     if groups > 1:
         depthwise = groups == x.shape[-1] == w.shape[0]
         return _depthwise(taps, w) if depthwise else _grouped_tap_sum(taps, w, groups)
-    if impl == "im2col":
+    small = taps[0].size * len(taps) <= IM2COL_MAX_ELEMENTS
+    if impl == "im2col" or (impl == "matmul" and small):
         return _im2col(taps, w)
     return _tap_sum(taps, w)
 
@@ -88,7 +96,8 @@ def _tap_sum(taps: list[mx.array], w: mx.array) -> mx.array:
 
 
 def _im2col(taps: list[mx.array], w: mx.array) -> mx.array:
-    # Patches are tap-major like w's `[C_out, k * C_in]` view (a copy of a tap-major `w`).
+    # Patches are tap-major like w's `[C_out, k * C_in]` view, which needs no copy of the weight
+    # in the checkpoint's layout (of a `tap_major` one it does).
     return mx.concatenate(taps, axis=-1) @ w.reshape(w.shape[0], -1).T
 
 
@@ -364,15 +373,22 @@ class SnakeBeta(nn.Module):
 
 def use_impls(module: nn.Module, conv: ConvImpl, snake: SnakeImpl) -> None:
     """How every convolution and SnakeBeta under `module` computes: the compute policy's choice,
-    held by each module (no process-wide switch: two models can compute differently). For
-    "matmul" the weights of the convs that sum taps are laid out tap by tap (`tap_major`; the
-    same values), for the others as the checkpoint has them."""
+    held by each module (no process-wide switch: two models can compute differently).
+
+    "matmul" (the CPU's) gives the convs that sum taps best "taps" over weights laid out tap by
+    tap (`tap_major`; the same values and memory): those with a kernel > 1, not grouped, and no
+    more input than output channels, every decoder conv but its first. A tap sum reads and
+    writes the output once per tap and im2col the inputs, so convs that widen (the encoder's
+    first and downsampling ones, the decoder's first) keep "matmul" over the checkpoint's layout.
+    """
     _check(conv)
     for _, m in module.named_modules():
         if isinstance(m, (CausalConv1d, CausalConvTranspose1d)):
             m.impl = conv
             if isinstance(m, CausalConv1d) and m.conv.groups == 1 and m.conv.weight.shape[1] > 1:
-                m.conv.weight = tap_major(m.conv.weight) if conv == "matmul" else mx.contiguous(m.conv.weight)
+                c_out, _, c_in = m.conv.weight.shape
+                m.impl = "taps" if conv == "matmul" and c_in >= c_out else conv
+                m.conv.weight = tap_major(m.conv.weight) if m.impl == "taps" else mx.contiguous(m.conv.weight)
                 mx.eval(m.conv.weight)  # one at a time: the old layout is freed as the new one is made
         elif isinstance(m, SnakeBeta):
             m.impl = snake
