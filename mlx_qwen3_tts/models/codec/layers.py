@@ -375,11 +375,12 @@ def use_impls(module: nn.Module, conv: ConvImpl, snake: SnakeImpl) -> None:
     """How every convolution and SnakeBeta under `module` computes: the compute policy's choice,
     held by each module (no process-wide switch: two models can compute differently).
 
-    "matmul" (the CPU's) gives the convs that sum taps best "taps" over weights laid out tap by
-    tap (`tap_major`; the same values and memory): those with a kernel > 1, not grouped, and no
-    more input than output channels, every decoder conv but its first. A tap sum reads and
-    writes the output once per tap and im2col the inputs, so convs that widen (the encoder's
-    first and downsampling ones, the decoder's first) keep "matmul" over the checkpoint's layout.
+    With "matmul" (the CPU's), a conv with a kernel > 1, not grouped, and no more output than
+    input channels (the decoder's residual convs and its last) computes as "taps" over weights
+    laid out tap by tap (`tap_major`: the same values and memory). A tap sum reads and writes
+    the output once per tap, im2col copies the input once per tap, so convs that widen (the
+    encoder's first and downsampling convs, the decoder's first two) keep "matmul" over the
+    checkpoint's layout.
     """
     _check(conv)
     for _, m in module.named_modules():
