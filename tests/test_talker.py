@@ -10,7 +10,7 @@ from conftest import load_fixture
 from numpy_ref import transformer as ref
 
 from mlx_qwen3_tts.loading import load_model
-from mlx_qwen3_tts.models.base import rope_rows, rotate, use_rope_rows
+from mlx_qwen3_tts.models.base import rope_factors, rotate, use_rope_rows
 from mlx_qwen3_tts.models.talker import Talker, TalkerConfig
 from mlx_qwen3_tts.testing import make_config, teacher_forced_logits
 
@@ -150,7 +150,7 @@ def test_code_predictor_cached_steps_equal_teacher_forcing(loaded, size, way):
 @pytest.mark.parametrize("offset,length", [(5, 1), (0, 2), (32000, 3), (70000, 1), ([4, 0, 77], 1),
                                            ([10, 20], 4)])
 def test_rope_rows_rotate_as_fast_rope_does_bit_for_bit(offset, length, dtype):
-    """The CPU's RoPE (`rope_rows` once per step, `rotate` in each block) is `mx.fast.rope` on
+    """The CPU's RoPE (`rope_factors` once per step, `rotate` in each block) is `mx.fast.rope` on
     the CPU to the bit, eager and compiled, for one offset or one per row (a batch): the parity
     fixtures hold and a batch row stays its solo run."""
     with mx.stream(mx.cpu):
@@ -159,9 +159,9 @@ def test_rope_rows_rotate_as_fast_rope_does_bit_for_bit(offset, length, dtype):
         x = x.astype(getattr(mx, dtype))
         for base in (1e6, 1e4):
             expected = mx.fast.rope(x, 128, traditional=False, base=base, scale=1.0, offset=offsets)
-            rows = rope_rows(nn.RoPE(128, base=base), offsets, length)
-            assert mx.array_equal(rotate(x, *rows), expected)
-            assert mx.array_equal(mx.compile(rotate)(x, *rows), expected)
+            factors = rope_factors(nn.RoPE(128, base=base), offsets, length)
+            assert mx.array_equal(rotate(x, *factors), expected)
+            assert mx.array_equal(mx.compile(rotate)(x, *factors), expected)
 
 
 def test_rope_rows_only_for_blocks_whose_rope_rotate_computes():

@@ -347,7 +347,7 @@ class Qwen3Stack(nn.Module):
 
         With `rope_rows` set (the CPU policy, `use_rope_rows`) the step computes RoPE's cos and
         sin once for all its blocks instead of each block's `mx.fast.rope` computing them twice:
-        on the CPU that is MLX's composition of a dozen small ops, not a kernel.
+        on the CPU that is not a kernel but 29 MLX primitives.
         """
         halves = self.__dict__.get("_compiled_halves")  # plain attribute: no parameter
         if halves is None:
@@ -360,9 +360,9 @@ class Qwen3Stack(nn.Module):
         # An int offset (KVCache) would be a constant of the trace: as an array it is an input.
         offset = cache[0].offset
         offset = offset if isinstance(offset, mx.array) else mx.array(offset)
-        rows = rope_rows(self.layers[0].self_attn.rope, offset, h.shape[1]) if self.rope_rows else ()
+        factors = rope_factors(self.layers[0].self_attn.rope, offset, h.shape[1]) if self.rope_rows else ()
         for layer, c, (qkv, output) in zip(self.layers, cache, halves):
-            q, k, v = qkv(h, offset, *rows)
+            q, k, v = qkv(h, offset, *factors)
             # As mlx_lm.models.qwen3.Attention does it between its RoPE and o_proj.
             k, v = c.update_and_fetch(k, v)
             scale = layer.self_attn.scale
@@ -388,7 +388,7 @@ def _rotates_whole_heads(stack: Qwen3Stack) -> bool:
     return type(rope) is nn.RoPE and not rope.traditional and rope.dims == head_dim
 
 
-def rope_rows(rope: nn.RoPE, offset: mx.array, length: int) -> tuple[mx.array, mx.array]:
+def rope_factors(rope: nn.RoPE, offset: mx.array, length: int) -> tuple[mx.array, mx.array]:
     """RoPE's factors at positions `offset .. offset + length - 1` for `rotate`: `[cos, cos]` and
     `[-sin, sin]` stacked on a new axis, `[L, 2, dims / 2]`, or `[B, 1, L, 2, dims / 2]` for one
     offset per row (`[B]`). cos and sin are computed as `mx.fast.rope` computes them on the CPU
@@ -406,7 +406,7 @@ def rope_rows(rope: nn.RoPE, offset: mx.array, length: int) -> tuple[mx.array, m
 
 
 def rotate(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
-    """Rotate-half RoPE of `x` `[B, heads, L, D]` by `rope_rows`' factors, in `x`'s dtype as
+    """Rotate-half RoPE of `x` `[B, heads, L, D]` by `rope_factors`, in `x`'s dtype as
     `mx.fast.rope` (D = dims, as in every Qwen3 block).
 
     `x1 * cos - x2 * sin, x2 * cos + x1 * sin` as one elementwise expression over `x` viewed as
@@ -419,8 +419,8 @@ def rotate(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
 
 
 def _attention_inputs(layer: TransformerBlock, x: mx.array, offset: mx.array,
-                      *rows: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-    """A block's queries and keys (rotated to `offset`, by `rope_rows` if given) and values,
+                      *factors: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+    """A block's queries and keys (rotated to `offset`, by `rope_factors` if given) and values,
     `[B, heads, L, head_dim]`."""
     attn = layer.self_attn
     B, L, _ = x.shape
@@ -428,8 +428,8 @@ def _attention_inputs(layer: TransformerBlock, x: mx.array, offset: mx.array,
     q = attn.q_norm(attn.q_proj(n).reshape(B, L, attn.n_heads, -1)).transpose(0, 2, 1, 3)
     k = attn.k_norm(attn.k_proj(n).reshape(B, L, attn.n_kv_heads, -1)).transpose(0, 2, 1, 3)
     v = attn.v_proj(n).reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
-    if rows:
-        return rotate(q, *rows), rotate(k, *rows), v
+    if factors:
+        return rotate(q, *factors), rotate(k, *factors), v
     return attn.rope(q, offset=offset), attn.rope(k, offset=offset), v
 
 
