@@ -161,7 +161,9 @@ class ComputePolicy:
         if not (self.on_gpu and mx.metal.is_available()):
             return
         size = sum(v.nbytes for m in models for _, v in tree_flatten(m.parameters()))
-        limit = mx.metal.device_info()["max_recommended_working_set_size"]
+        # `mx.device_info`, not `mx.metal.device_info`: MLX 0.32 prints a deprecation notice for
+        # the latter, which every Mac user would see at each load.
+        limit = mx.device_info(self.device)["max_recommended_working_set_size"]
         if size > 0.9 * limit:
             log.warning("The model needs %.1f GB, close to this Mac's recommended working set of %.1f GB: "
                         "generation may be slow; try a quantized or smaller checkpoint.", size / 1e9,

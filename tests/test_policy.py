@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -102,3 +103,26 @@ def test_a_preloaded_mkl_is_reported_as_mkl():
                    LD_PRELOAD=f"/nonexistent.so:{path}", MLX_QWEN3_TTS_MKL="0")
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.split("\n")[:3] == [f"MKL (LD_PRELOAD {os.path.basename(path)})", "True", "AUTO"]
+
+
+def test_wiring_on_metal_uses_the_current_device_info_api(monkeypatch, caplog):
+    """The Metal path (never run here): the wired limit comes from `mx.device_info` for the
+    policy's device, not from the deprecated `mx.metal.device_info` (MLX 0.32 prints a notice
+    for it at every load), and a model near the limit is warned about."""
+    def deprecated():
+        raise AssertionError("mx.metal.device_info is deprecated")
+
+    asked, wired = [], []
+    monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+    monkeypatch.setattr(mx.metal, "device_info", deprecated)
+    monkeypatch.setattr(mx, "device_info", lambda d=None: asked.append(d) or
+                        {"max_recommended_working_set_size": 1000})
+    monkeypatch.setattr(mx, "set_wired_limit", lambda limit: wired.append(limit) or 0)
+    policy = qt.ComputePolicy.choose(mx.gpu)
+    policy.wire(nn.Linear(8, 8, bias=False))  # 256 bytes: far from the limit
+    assert (asked, wired) == ([policy.device], [1000])
+    with caplog.at_level(logging.WARNING, logger="mlx_qwen3_tts"):
+        policy.wire(nn.Linear(16, 16, bias=False))  # 1,024 bytes > 0.9 x 1,000
+    assert wired == [1000, 1000] and "recommended working set" in caplog.text
+    qt.ComputePolicy.choose(mx.cpu).wire(nn.Linear(8, 8))  # the CPU never wires
+    assert wired == [1000, 1000]
