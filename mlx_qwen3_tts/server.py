@@ -784,6 +784,17 @@ class ServerConfig:
     max_batch: int = MAX_BATCH
 
 
+def api_key_problem(key: str) -> str | None:
+    """Why `key` cannot protect the server, or None. An empty key (`--api-key "$UNSET"`) would
+    match a request without any Authorization header, and a Bearer header's value is read
+    without surrounding whitespace, so a key with some would match no request."""
+    if not key.strip():
+        return "is empty (an unset variable?): give a key, or leave it out to serve without one."
+    if key != key.strip():
+        return "starts or ends with whitespace, which an Authorization header cannot carry."
+    return None
+
+
 class _Server:
     """The route handlers, over one model, its voices and its synthesizer."""
 
@@ -998,6 +1009,8 @@ def build_app(
     """
     if max_queue < 0 or max_input_chars < 1 or not body_timeout > 0 or max_batch < 1:
         raise ValueError("max_queue must be >= 0, max_input_chars and max_batch >= 1 and body_timeout > 0.")
+    if api_key is not None and (problem := api_key_problem(api_key)):
+        raise ValueError(f"api_key {problem}")
     config = ServerConfig(model_name or Path(tts.path).name, max_input_chars, max_queue, max_frames,
                           chunk_frames, first_chunk_frames, api_key, body_timeout, max_batch)
     server = _Server(tts, config, Voices(tts, default_voice, voices_folder))
@@ -1180,6 +1193,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-frames must be >= 1, got {args.max_frames}.")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0 to 65535, got {args.port}.")
+    if args.api_key is not None and (problem := api_key_problem(args.api_key)):
+        parser.error(f"--api-key {problem}")
     try:
         _serve(args)
     except ListenError as e:

@@ -522,6 +522,17 @@ def test_api_key(cv):
         assert http(base + "/health")[0] == 200  # readiness needs no key
 
 
+@pytest.mark.parametrize("key", ["", "  ", " sekret", "sekret\n"])
+def test_an_empty_or_padded_api_key_is_refused_not_turned_off(cv, key, capsys):
+    """`--api-key "$UNSET"` gives an empty key, which would have matched a request with no
+    Authorization header at all (and skipped the warning for a non-loopback address)."""
+    with pytest.raises(ValueError, match="api_key (is empty|starts or ends with whitespace)"):
+        server.build_app(cv, api_key=key)
+    with pytest.raises(SystemExit) as info:
+        server.main(["--model", "/nonexistent/model", "--port", "0", "--api-key", key])
+    assert info.value.code == 2 and "--api-key " in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- other modes
 
 
