@@ -44,6 +44,7 @@ from . import (
     parse_script,
 )
 from .loading import DTYPES, load
+from .voice_prompt import VoicePrompt, voice_path
 
 PROG = "mlx-qwen3-tts"
 DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"
@@ -232,6 +233,8 @@ def _check_args(args: argparse.Namespace) -> None:
         else:
             _check_voice_name("--save-voice", args.save_voice)
     _check_outputs_are_not_inputs(args)
+    if args.save_voice is not None:
+        _check_replaceable(args.save_voice)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -247,13 +250,18 @@ def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
         return value if value and is_voice_path(value) else None
 
     text_file = args.text_file if args.text_file != "-" else None
-    inputs = {"--ref-audio": args.ref_audio, "--text-file": text_file, "--voice": voice_file(args.voice)}
+    inputs = {"--ref-audio": args.ref_audio, "--text-file": text_file, "--script": args.script,
+              "--voice": voice_file(args.voice)}
     outputs = {"--out": args.out or DEFAULT_OUT, "--save-voice": voice_file(args.save_voice)}
     for out_flag, out in outputs.items():
         for in_flag, source in inputs.items():
             if out is not None and source is not None and _same_file(out, source):
                 raise UsageError(f"{out_flag} {out} is the {in_flag} file: writing it would destroy "
                                  "the input; choose another output file.")
+    voice_out = outputs["--save-voice"]
+    if voice_out is not None and Path(voice_out).resolve() == Path(outputs["--out"]).resolve():
+        raise UsageError(f"--save-voice {voice_out} is also the --out file: the audio would overwrite "
+                         "the saved voice; choose two files.")
 
 
 def _check_voice_name(flag_name: str, value: str) -> None:
@@ -261,6 +269,20 @@ def _check_voice_name(flag_name: str, value: str) -> None:
         check_voice_name(value)
     except AudioError as e:
         raise UsageError(f"{flag_name}: {_message(e)}") from e
+
+
+def _check_replaceable(value: str) -> None:
+    """--save-voice may replace a saved voice (a warning says so when it does), never another
+    file: `--save-voice notes.txt` or `model.safetensors` would destroy it."""
+    path = Path(value) if is_voice_path(value) else voice_path(value)
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        VoicePrompt.load(path)
+    except AudioError as e:
+        raise UsageError(f"--save-voice {value}: {path} exists and is not a voice saved by "
+                         "mlx_qwen3_tts; writing would destroy it: choose another name, or remove it "
+                         "first.") from e
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -289,6 +311,9 @@ def _voice_kwargs(tts: Qwen3TTS, args: argparse.Namespace, log: _Log) -> dict[st
     if args.script is not None:
         return kwargs  # the script names each turn's voice
     if args.save_voice is not None:
+        target = Path(args.save_voice) if is_voice_path(args.save_voice) else voice_path(args.save_voice)
+        if target.exists():  # a saved voice: `_check_replaceable` refused anything else
+            log.warning(f"--save-voice {args.save_voice}: replacing the voice saved in {target}")
         prompt = tts.create_voice_prompt(args.ref_audio, args.ref_text)
         again = prompt.save_to(args.save_voice)
         where = "to" if is_voice_path(args.save_voice) else "as"

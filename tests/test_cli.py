@@ -213,7 +213,11 @@ def test_save_voice_only_when_there_is_no_text(base, tmp_path, capsys, monkeypat
     code, err = main_in_process(argv, capsys)
     assert code == 0, err
     assert not qt.VoicePrompt.load(tmp_path / "v.safetensors").in_context
-    assert not (tmp_path / "output.wav").exists()
+    assert not (tmp_path / "output.wav").exists() and "replacing" not in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, err = main_in_process([*argv, "--ref-text", "this is my voice."], capsys)  # save it again
+    assert code == 0 and "[WARNING] --save-voice v.safetensors: replacing the voice saved in" in err, err
+    assert qt.VoicePrompt.load(tmp_path / "v.safetensors").in_context
 
 
 def test_play_without_any_player_degrades_with_a_message(cv, tmp_path, capsys, monkeypatch):
@@ -337,16 +341,29 @@ def test_usage_errors_exit_2_before_loading(argv, message, tmp_path, capsys, mon
     (["--text", TEXT, "--ref-audio", "ref.wav", "--save-voice", "./ref.wav"],
      "--save-voice ./ref.wav is the --ref-audio file"),
     (["--text-file", "in.wav", "--out", "in.wav"], "--out in.wav is the --text-file file"),
+    (["--script", "in.wav", "--out", "in.wav"], "--out in.wav is the --script file"),
+    (["--text", TEXT, "--ref-audio", "ref.wav", "--save-voice", "./v.wav", "--out", "v.wav"],
+     "--save-voice ./v.wav is also the --out file"),
+    (["--text", TEXT, "--ref-audio", "ref.wav", "--save-voice", "./in.wav"],
+     "in.wav exists and is not a voice saved by mlx_qwen3_tts"),
+    (["--text", TEXT, "--ref-audio", "ref.wav", "--save-voice", "model.safetensors"],
+     "model.safetensors exists and is not a voice saved by mlx_qwen3_tts"),
+    (["--text", TEXT, "--ref-audio", "ref.wav", "--save-voice", "notes"],
+     "notes.safetensors exists and is not a voice saved by mlx_qwen3_tts"),
 ])
 def test_an_output_that_is_an_input_is_refused(argv, message, tmp_path, capsys, monkeypatch):
     # --out pointing at the recording silently overwrote it.
     reference_wav(tmp_path / "ref.wav")
     (tmp_path / "in.wav").write_text(TEXT)
+    (tmp_path / "model.safetensors").write_bytes(b"weights")  # someone's checkpoint, not a voice
+    (tmp_path / "voices").mkdir()
+    (tmp_path / "voices" / "notes.safetensors").write_text("not a voice")
+    monkeypatch.setenv("MLX_QWEN3_TTS_VOICES", str(tmp_path / "voices"))
     monkeypatch.chdir(tmp_path)
-    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     code, err = main_in_process(["--model", str(tmp_path / "never-loaded"), *argv], capsys)
     assert code == 2 and message in err
-    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_warnings_are_one_line_in_the_commands_terms(checkpoint, tmp_path, capsys):
