@@ -31,7 +31,7 @@ from .errors import (
 )
 from .models.qwen3_tts import Qwen3TTSConfig
 from .prompt import Prompt, PromptEmbedder, icl_prompt, text_prompt
-from .sampling import SamplerSettings
+from .sampling import SamplerSettings, check_scale
 from .speech_tokenizer import DECODE_MODES
 from .text_split import split_text
 from .timescale import check_speed
@@ -127,6 +127,7 @@ class GenerationConfig:
             raise SynthesisError(
                 f"`repetition_penalty` must be > 0 (1.0 = off), got {self.repetition_penalty}.",
                 "repetition_penalty")
+        check_scale("`repetition_penalty`", self.repetition_penalty, False, "repetition_penalty")
         if not (isinstance(self.max_frames, int) and self.max_frames > 0):
             raise SynthesisError(f"`max_frames` must be a positive integer, got {self.max_frames!r}.",
                                  "max_frames")

@@ -14,6 +14,17 @@ from .errors import SynthesisError
 from .tokens import TALKER_CONTROL_ROWS
 
 MIN_NEW_TOKENS = 2  # hard-coded in the reference's talker `generate`
+# Temperatures and repetition penalties scale float32 logits: far outside this range they round to
+# 0 or inf (1e-40 is 0 in float32) and every draw is NaN-driven code 0, silent nonsense audio.
+SCALE_RANGE = (1e-6, 1e6)
+
+
+def check_scale(name: str, value: float, zero_allowed: bool, param: str | None = None) -> None:
+    """SynthesisError unless `value` is in `SCALE_RANGE` (or 0 where that means greedy)."""
+    low, high = SCALE_RANGE
+    if not ((zero_allowed and value == 0) or low <= value <= high):
+        greedy = "0 (greedy) or " if zero_allowed else ""
+        raise SynthesisError(f"{name} must be {greedy}between {low:g} and {high:g}, got {value}.", param)
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,7 @@ class SamplerSettings:
     def __post_init__(self):
         if not self.temperature >= 0:
             raise SynthesisError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
+        check_scale("temperature", self.temperature, zero_allowed=True)
         if not (isinstance(self.top_k, int) and self.top_k >= 0):
             raise SynthesisError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}.")
         if not 0 < self.top_p <= 1:
@@ -89,7 +101,8 @@ class RowSettings:
         column = lambda values, dtype: mx.array(values, dtype)[:, None]  # noqa: E731
         return cls(
             temperature=column([s.temperature or 1.0 for s in settings], mx.float32),
-            top_k=column([s.top_k for s in settings], mx.int32),
+            # Any k >= V keeps every id: stored as V, which int32 holds (2**31 would not).
+            top_k=column([min(s.top_k, vocab_size) for s in settings], mx.int32),
             # Computed in double as `1 - p` always was, then rounded once to float32.
             top_p_cut=column([1.0 - s.top_p for s in settings], mx.float32),
             greedy=column([s.temperature == 0 for s in settings], mx.bool_),

@@ -41,6 +41,14 @@ CUSTOM_VOICE_CASES = [
     ("float top_k", dict(top_k=2.5), qt.SynthesisError, "`top_k` must be an integer"),
     ("zero repetition penalty", dict(repetition_penalty=0), qt.SynthesisError,
      "`repetition_penalty` must be > 0"),
+    # Far outside (1e-6, 1e6) float32 logits over- or underflow: every code was 0, no error.
+    ("underflowing temperature", dict(temperature=1e-40), qt.SynthesisError,
+     r"temperature must be 0 \(greedy\) or between 1e-06 and 1e\+06, got 1e-40"),
+    ("overflowing temperature", dict(temperature=1e39), qt.SynthesisError, "temperature must be 0"),
+    ("infinite subtalker temperature", dict(subtalker_temperature=float("inf")), qt.SynthesisError,
+     "subtalker_temperature` must be a finite number"),
+    ("underflowing repetition penalty", dict(repetition_penalty=1e-40), qt.SynthesisError,
+     r"`repetition_penalty` must be between 1e-06 and 1e\+06"),
     ("negative subtalker temperature", dict(subtalker_temperature=-1), qt.SynthesisError,
      "temperature"),
     ("zero max_frames", dict(max_frames=0), qt.SynthesisError, "`max_frames` must be a positive integer"),
@@ -59,6 +67,14 @@ def test_custom_voice_catalogue(cv, case, kwargs, error, match):
     with pytest.raises(error, match=match):
         cv.generate(args.pop("text"), **args)
     assert issubclass(error, qt.Qwen3TTSError)
+
+
+@pytest.mark.parametrize("top_k", [2**31, 2**40])
+def test_a_top_k_past_int32_is_off_as_any_k_past_the_vocabulary(cv, top_k):
+    """It crashed inside MLX (std::bad_cast) building the per-row int32 column."""
+    kwargs = dict(speaker="vivian", max_frames=3, seed=11, temperature=0.9)
+    off = cv.generate(TEXT, top_k=0, subtalker_top_k=0, **kwargs).audio
+    np.testing.assert_array_equal(cv.generate(TEXT, top_k=top_k, subtalker_top_k=top_k, **kwargs).audio, off)
 
 
 def test_odd_casing_works(cv):
