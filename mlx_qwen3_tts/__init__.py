@@ -30,7 +30,7 @@ from .speech_tokenizer import SpeechTokenizer
 from .synthesis import AudioChunk, GenerationResult
 from .text_stream import TextStream
 from .tts import Qwen3TTS, StreamingBatch
-from .voice_prompt import VoicePrompt, check_voice_name, is_voice_path, list_voices, voices_dir
+from .voice_prompt import VoicePrompt, check_voice_name, is_voice_path, list_voices, voice_path, voices_dir
 from .voices import Language, Speaker
 
 __version__ = "0.1.0"
@@ -72,5 +72,6 @@ __all__ = [
     "load",
     "new_seed",
     "parse_script",
+    "voice_path",
     "voices_dir",
 ]

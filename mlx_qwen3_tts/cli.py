@@ -10,6 +10,7 @@ Exit status: 0 done, 1 the library failed (bad checkpoint or audio), 2 bad argum
 """
 
 import argparse
+import functools
 import os
 import queue
 import shutil
@@ -37,14 +38,15 @@ from . import (
     SynthesisError,
     Timeline,
     UnsupportedLanguageError,
+    VoicePrompt,
     __version__,
     check_voice_name,
     is_voice_path,
     new_seed,
     parse_script,
+    voice_path,
 )
 from .loading import DTYPES, load
-from .voice_prompt import VoicePrompt, voice_path
 
 PROG = "mlx-qwen3-tts"
 DEFAULT_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice"
@@ -64,8 +66,18 @@ def flag(name: str) -> str:
     return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
+@functools.cache
+def _argument_names() -> frozenset[str]:
+    return frozenset(action.dest for action in setup_arg_parser()._actions) | set(FLAG_NAMES)
+
+
+def _shown(name: str) -> str:
+    # A library argument as its flag; anything else (a config file's `hidden_size`) as itself.
+    return flag(name) if name in _argument_names() else repr(name)
+
+
 def _message(error: Qwen3TTSError | Qwen3TTSWarning) -> str:
-    return " ".join(error.render(flag).split())  # one line, whatever the message holds
+    return " ".join(error.render(_shown).split())  # one line, whatever the message holds
 
 
 class _Parser(argparse.ArgumentParser):

@@ -22,6 +22,7 @@ from .errors import (
     EmptyTextError,
     InstructUnsupportedError,
     ModeError,
+    ModelLoadError,
     SynthesisError,
     TextTooLongError,
     UnknownSpeakerError,
@@ -133,22 +134,46 @@ class GenerationConfig:
                                  "max_frames")
 
     @classmethod
-    def from_checkpoint(cls, defaults: dict[str, Any]) -> "GenerationConfig":
-        """From `generation_config.json`, falling back to the reference wrapper's values."""
+    def from_checkpoint(cls, defaults: Any) -> "GenerationConfig":
+        """From `generation_config.json`, falling back to the reference wrapper's values.
+
+        Raises:
+            ModelLoadError: the file is not a JSON object, or a field has the wrong type or an
+                unusable value (named, in the file's own terms).
+        """
+        file = "generation_config.json"
+        if not isinstance(defaults, dict):
+            raise ModelLoadError(f"{file} must hold a JSON object, got {type(defaults).__name__}.")
+
+        def field(key: str, default: Any, kind: type) -> Any:
+            value = defaults.get(key, default)
+            number = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+            if kind is bool and (isinstance(value, bool) or (number and value in (0, 1))):
+                return bool(value)
+            if kind is float and number:
+                return float(value)
+            if kind is int and number and float(value).is_integer():
+                return int(value)
+            what = {bool: "true or false", float: "a finite number", int: "an integer"}[kind]
+            raise ModelLoadError(f"{file}: {key!r} must be {what}, got {value!r:.80}.")
+
         def settings(prefix: str) -> SamplerSettings:
-            greedy = not defaults.get(f"{prefix}do_sample" if prefix else "do_sample", True)
+            greedy = not field(f"{prefix}do_sample", True, bool)
             return SamplerSettings(
-                temperature=0.0 if greedy else float(defaults.get(f"{prefix}temperature", 0.9)),
-                top_k=int(defaults.get(f"{prefix}top_k", 50)),
-                top_p=float(defaults.get(f"{prefix}top_p", 1.0)),
+                temperature=0.0 if greedy else field(f"{prefix}temperature", 0.9, float),
+                top_k=field(f"{prefix}top_k", 50, int),
+                top_p=field(f"{prefix}top_p", 1.0, float),
             )
 
-        return cls(
-            talker=settings(""),
-            code_predictor=settings("subtalker_"),
-            repetition_penalty=float(defaults.get("repetition_penalty", 1.05)),
-            max_frames=int(defaults.get("max_new_tokens", 2048)) - 1,
-        )
+        max_new_tokens = field("max_new_tokens", 2048, int)
+        if max_new_tokens < 2:  # the reference returns one frame fewer than it samples tokens
+            raise ModelLoadError(f"{file}: 'max_new_tokens' must be at least 2, got {max_new_tokens}.")
+        try:
+            return cls(talker=settings(""), code_predictor=settings("subtalker_"),
+                       repetition_penalty=field("repetition_penalty", 1.05, float),
+                       max_frames=max_new_tokens - 1)
+        except SynthesisError as e:  # a value out of range, in the words of a call's argument
+            raise ModelLoadError(f"{file}: {str(e).replace('`', '')}") from e
 
     def override(self, **kwargs: Any) -> "GenerationConfig":
         """Replace the settings given (None = keep), e.g. `temperature=0`, `subtalker_top_k=10`."""

@@ -6,7 +6,6 @@ regex is always Qwen2's: transformers 4.57.3 swaps in Mistral's when the officia
 from a local folder (dossier §6.1), but hub-id users get Qwen2's, which the model was trained with.
 """
 
-import json
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
@@ -14,6 +13,7 @@ from tokenizers.models import BPE
 
 from . import tokens
 from .errors import ModelLoadError
+from .weights import read_json
 
 QWEN2_SPLIT = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
@@ -21,24 +21,51 @@ QWEN2_SPLIT = (
 )
 
 
-def _read_merges(path: Path) -> list[tuple[str, str]]:
+def _read_vocab(path: Path) -> dict[str, int]:
+    vocab = read_json(path)
+    if not (isinstance(vocab, dict) and all(type(i) is int and i >= 0 for i in vocab.values())):
+        raise ModelLoadError(f"{path} must map each token to a non-negative integer id; download "
+                             "the checkpoint again.")
+    return vocab
+
+
+def _read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path} cannot be read ({e}); download the checkpoint again.") from e
     merges = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(lines, 1):
         if not line or line.startswith("#version"):
             continue
-        a, b = line.split(" ")
-        merges.append((a, b))
+        pair = line.split(" ")
+        # `tokenizers` refuses a merge of (or into) a token outside the vocabulary, with a bare
+        # Exception: checked here to name the line.
+        if len(pair) != 2 or not all(t in vocab for t in (*pair, "".join(pair))):
+            raise ModelLoadError(f"{path} line {number}: {line[:80]!r} is not a merge of two tokens of "
+                                 "vocab.json into a third; download the checkpoint again.")
+        merges.append((pair[0], pair[1]))
     return merges
 
 
 def _added_tokens(folder: Path) -> dict[int, tuple[str, bool]]:
     """Added tokens by id from `tokenizer_config.json`, else the released set."""
     config_file = folder / "tokenizer_config.json"
-    if config_file.exists():
-        decoder = json.loads(config_file.read_text(encoding="utf-8")).get("added_tokens_decoder")
-        if decoder:
-            return {int(i): (t["content"], t.get("special", True)) for i, t in decoder.items()}
-    return {i: (s, i not in tokens.NOT_SPECIAL) for i, s in tokens.ADDED_TOKENS.items()}
+    config = read_json(config_file, required=False)
+    decoder = config.get("added_tokens_decoder") if isinstance(config, dict) else None
+    if config is not None and not isinstance(config, dict):
+        raise ModelLoadError(f"{config_file} must hold a JSON object.")
+    if not decoder:
+        return {i: (s, i not in tokens.NOT_SPECIAL) for i, s in tokens.ADDED_TOKENS.items()}
+    try:
+        added = {int(i): (t["content"], t.get("special", True)) for i, t in decoder.items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # not {"<id>": {"content": ...}}
+        raise ModelLoadError(f"{config_file}: added_tokens_decoder must map ids to objects with a "
+                             f"'content' string ({type(e).__name__}: {e}).") from e
+    if not all(isinstance(c, str) and c and isinstance(sp, bool) for c, sp in added.values()):
+        raise ModelLoadError(f"{config_file}: added_tokens_decoder holds an entry whose 'content' is "
+                             "not a non-empty string or whose 'special' is not true or false.")
+    return added
 
 
 class TextTokenizer:
@@ -53,8 +80,8 @@ class TextTokenizer:
         for name in ("vocab.json", "merges.txt"):
             if not (folder / name).is_file():
                 raise ModelLoadError(f"{folder} lacks the text tokenizer file {name}.")
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-        bpe = BPE(vocab=vocab, merges=_read_merges(folder / "merges.txt"), dropout=None,
+        vocab = _read_vocab(folder / "vocab.json")
+        bpe = BPE(vocab=vocab, merges=_read_merges(folder / "merges.txt", vocab), dropout=None,
                   unk_token=None, continuing_subword_prefix="", end_of_word_suffix="",
                   fuse_unk=False, byte_fallback=False)
         tok = Tokenizer(bpe)

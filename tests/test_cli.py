@@ -417,3 +417,26 @@ def test_serve_subcommand_dispatches_to_the_server(capsys):
         cli.main(["serve", "--help"])
     assert exit_info.value.code == 0
     assert "mlx-qwen3-tts serve" in capsys.readouterr().out
+
+
+def test_a_checkpoint_field_is_named_as_in_its_file_not_as_a_flag(checkpoint, tmp_path, capsys):
+    """Backquoted names in messages become flags (`ref_text` -> --ref-text); a config file's field
+    became one too ('--hidden-size is 0'), and generation_config's max_new_tokens 0 blamed
+    --max-frames."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(checkpoint(), tmp_path / "ck")
+    config = json.loads((folder / "config.json").read_text())
+    config["talker_config"]["hidden_size"] = 0
+    (folder / "config.json").write_text(json.dumps(config))
+    argv = ["--model", str(folder), "--text", TEXT, "--out", str(tmp_path / "x.wav")]
+    code, err = main_in_process(argv, capsys)
+    assert code == 1 and "(talker_config): 'hidden_size' is 0" in err and "--hidden-size" not in err, err
+    shutil.copy(checkpoint() / "config.json", folder / "config.json")
+    (folder / "generation_config.json").write_text(json.dumps({"max_new_tokens": 0}))
+    code, err = main_in_process(argv, capsys)
+    assert code == 1 and "'max_new_tokens' must be at least 2" in err and "--max-frames" not in err, err
+    (folder / "generation_config.json").unlink()
+    code, err = main_in_process([*argv, "--max-frames", "0"], capsys)  # a flag is still a flag
+    assert code == 2 and "--max-frames" in err, err

@@ -526,3 +526,61 @@ def test_released_layouts_still_parse(size, variant):
     assert parsed.talker_config.spk_id == config["talker_config"]["spk_id"]
     codec_config = SpeechTokenizerConfig.from_dict(make_speech_tokenizer_config(size))
     assert codec_config.decoder_config.upsample_rates == [8, 5, 4, 3]
+
+
+@pytest.mark.parametrize("defaults,match", [
+    ([1], "must hold a JSON object, got list"),
+    ({"temperature": "hot"}, "'temperature' must be a finite number, got 'hot'"),
+    ({"subtalker_top_p": None}, "'subtalker_top_p' must be a finite number, got None"),
+    ({"top_k": 2.5}, "'top_k' must be an integer, got 2.5"),
+    ({"do_sample": "yes"}, "'do_sample' must be true or false"),
+    # It said "`max_frames` must be a positive integer, got -1", a flag the user never passed.
+    ({"max_new_tokens": 0}, "'max_new_tokens' must be at least 2, got 0"),
+    ({"top_p": 0}, r"top_p must be in \(0, 1\]"),
+    ({"repetition_penalty": 1e-40}, "repetition_penalty must be between"),
+])
+def test_bad_generation_config_fields_are_model_load_errors(defaults, match):
+    from mlx_qwen3_tts.request import GenerationConfig
+
+    with pytest.raises(qt.ModelLoadError, match=rf"^generation_config.json[: ].*{match}"):
+        GenerationConfig.from_checkpoint(defaults)
+
+
+def test_a_bad_generation_config_fails_the_load(checkpoint, tmp_path):
+    folder = shutil.copytree(checkpoint(), tmp_path / "ck")
+    (folder / "generation_config.json").write_text(json.dumps({"temperature": None}))
+    with pytest.raises(qt.ModelLoadError, match="'temperature' must be a finite number"):
+        qt.load(folder)
+    (folder / "generation_config.json").write_text(json.dumps({"top_k": 50.0, "do_sample": 1}))
+    assert qt.load(folder).generate("Hi.", speaker="vivian", max_frames=2).audio.size  # as HF reads them
+
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
+
+
+@pytest.mark.parametrize("name,content,match", [
+    ("vocab.json", "{", "vocab.json is not valid JSON"),
+    ("vocab.json", '["a"]', "must map each token to a non-negative integer id"),
+    ("vocab.json", '{"a": "1"}', "must map each token to a non-negative integer id"),
+    ("merges.txt", "#version: 0.2\na b c\n", r"merges.txt line 2: 'a b c' is not a merge"),
+    ("merges.txt", "lonely\n", r"merges.txt line 1: 'lonely' is not a merge"),
+    ("merges.txt", "\u0120 zzzq\n", "is not a merge of two tokens of vocab.json"),
+    ("merges.txt", b"\xff\xfe", "merges.txt cannot be read"),
+    ("tokenizer_config.json", "[1]", "tokenizer_config.json must hold a JSON object"),
+    ("tokenizer_config.json", '{"added_tokens_decoder": {"x": {"content": "<a>"}}}',
+     "added_tokens_decoder must map ids to objects with a 'content' string"),
+    ("tokenizer_config.json", '{"added_tokens_decoder": {"5": {"special": true}}}',
+     "added_tokens_decoder must map ids"),
+    ("tokenizer_config.json", '{"added_tokens_decoder": {"5": {"content": 7}}}',
+     "whose 'content' is not a non-empty string"),
+])
+def test_bad_text_tokenizer_files_are_model_load_errors(checkpoint, tmp_path, name, content, match):
+    """They raised JSONDecodeError, KeyError, ValueError or tokenizers' bare Exception."""
+    from mlx_qwen3_tts.text_tokenizer import TextTokenizer
+
+    for file in TOKENIZER_FILES:
+        shutil.copy(checkpoint() / file, tmp_path / file)
+    TextTokenizer.from_folder(tmp_path)  # the copies load
+    (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(qt.ModelLoadError, match=match):
+        TextTokenizer.from_folder(tmp_path)
