@@ -21,6 +21,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -59,6 +60,11 @@ FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG
 
 class UsageError(Exception):
     """Arguments that cannot work together; reported in one line, exit status 2."""
+
+
+class OutputError(Exception):
+    """The output file could not be written (disk full, a path the checks could not foresee);
+    reported in one line, exit status 1."""
 
 
 def flag(name: str) -> str:
@@ -202,6 +208,11 @@ def _check_out(path: str) -> None:
         )
     if not out.parent.is_dir():
         raise UsageError(f"--out {path}: folder {out.parent} does not exist.")
+    # Found before the model loads and the text is spoken, not when the audio is written.
+    if out.is_dir():
+        raise UsageError(f"--out {path} is a folder; name a file (in it, say).")
+    if not os.access(out if out.exists() else out.parent, os.W_OK):
+        raise UsageError(f"--out {path}: {'the file' if out.exists() else 'its folder'} is not writable.")
 
 
 def _check_script_args(args: argparse.Namespace) -> None:
@@ -357,20 +368,30 @@ class _AudioFile:
         self.file: sf.SoundFile | None = None
         self.closed = False
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except (sf.SoundFileError, OSError) as e:
+            raise OutputError(f"cannot write --out {self.path}: {' '.join(str(e).split())}") from e
+
     def write(self, audio: np.ndarray) -> None:
-        if self.file is None:
-            self.file = sf.SoundFile(self.path, "w", self.sample_rate, 1, self.subtype, format=self.format)
-        # Random or overdriven models can exceed [-1, 1]; integer PCM would wrap around.
-        self.file.write(np.clip(audio, -1.0, 1.0))
-        self.file.flush()  # the header too: the file is playable while it grows
+        with self._writing():
+            if self.file is None:
+                self.file = sf.SoundFile(self.path, "w", self.sample_rate, 1, self.subtype,
+                                         format=self.format)
+            # Random or overdriven models can exceed [-1, 1]; integer PCM would wrap around.
+            self.file.write(np.clip(audio, -1.0, 1.0))
+            self.file.flush()  # the header too: the file is playable while it grows
 
     def close(self) -> None:
         if self.closed:
             return
         if self.file is None:
             self.write(np.zeros(0, np.float32))
-        self.file.close()
         self.closed = True
+        with self._writing():
+            self.file.close()
 
 
 class _Player:
@@ -639,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except UsageError as e:
         return _fail(str(e), 2, args.verbose)
+    except OutputError as e:
+        return _fail(str(e), 1, args.verbose)
     except SynthesisError as e:  # an argument the checkpoint cannot use
         return _fail(_message(e), 2, args.verbose)
     except Qwen3TTSError as e:

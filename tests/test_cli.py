@@ -440,3 +440,29 @@ def test_a_checkpoint_field_is_named_as_in_its_file_not_as_a_flag(checkpoint, tm
     (folder / "generation_config.json").unlink()
     code, err = main_in_process([*argv, "--max-frames", "0"], capsys)  # a flag is still a flag
     assert code == 2 and "--max-frames" in err, err
+
+
+def test_an_unusable_out_is_refused_before_loading_and_a_failed_write_is_one_line(cv, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """--out naming a folder failed only after the whole text was spoken, with a raw
+    LibsndfileError traceback; so did any write that fails (a full disk)."""
+    (tmp_path / "d.wav").mkdir()
+    code, err = main_in_process(["--model", str(tmp_path / "never-loaded"), "--text", TEXT,
+                                 "--out", str(tmp_path / "d.wav")], capsys)
+    assert code == 2 and "d.wav is a folder" in err and "never-loaded" not in err
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)
+    code, err = main_in_process(["--model", str(tmp_path / "never-loaded"), "--text", TEXT,
+                                 "--out", str(tmp_path / "x.wav")], capsys)
+    assert code == 2 and "x.wav: its folder is not writable" in err
+    monkeypatch.undo()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli.sf, "SoundFile", full_disk)
+    for stream in ([], ["--stream"]):
+        code, err = main_in_process(["--model", str(cv), "--text", TEXT, "--max-frames", "2",
+                                     "--out", str(tmp_path / "x.wav"), *stream], capsys)
+        assert code == 1 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1].endswith(
+            f"error: cannot write --out {tmp_path / 'x.wav'}: [Errno 28] No space left on device")
