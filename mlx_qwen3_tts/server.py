@@ -68,7 +68,7 @@ try:
     from starlette.datastructures import Headers
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -391,10 +391,18 @@ async def _read_json(request: Request, limit: int, timeout: float) -> Any:
     except asyncio.TimeoutError:
         raise ApiError(408, f"The request body did not arrive within {timeout:g} s.", None,
                        "request_timeout", headers=CLOSE) from None
+    except ClientDisconnect:
+        # The client left mid-body: nobody reads an answer, and it is no server error (the
+        # catch-all would log a traceback per aborted upload).
+        raise ApiError(400, "The client disconnected before sending its whole body.", None,
+                       "client_disconnected", headers=CLOSE) from None
     try:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"The request body is not valid JSON: {e}.", None, "invalid_json") from e
+    except ValueError:  # int() refuses a literal of more than 4,300 digits (sys.int_info)
+        raise ApiError(400, "The request body is not valid JSON here: it holds a number with too many "
+                       "digits.", None, "invalid_json") from None
     except RecursionError:  # json's parser recurses once per level of nesting
         raise ApiError(400, "The request body is not valid JSON: it is nested too deeply.", None,
                        "invalid_json") from None

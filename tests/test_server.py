@@ -4,6 +4,7 @@ Every server here binds 127.0.0.1 on a free port, runs in a thread (or a subproc
 command line) and is shut down at the end; requests are bounded by the server's `max_frames`.
 """
 
+import asyncio
 import base64
 import gc
 import io
@@ -280,6 +281,29 @@ def test_deeply_nested_json_is_a_400(url, body):
     status, answer = http(url + "/v1/audio/speech", "POST", body, {"Content-Type": "application/json"})
     assert (status, answer["error"]["code"], answer["error"]["type"]) == (400, "invalid_json",
                                                                           "invalid_request_error"), answer
+
+
+def test_a_number_past_pythons_digit_limit_is_a_400(url):
+    """int() refuses more than 4,300 digits with a ValueError, which was a 500 and a traceback."""
+    body = b'{"input": "hi", "voice": "alloy", "seed": ' + b"9" * 5000 + b"}"
+    status, answer = http(url + "/v1/audio/speech", "POST", body, {"Content-Type": "application/json"})
+    assert (status, answer["error"]["code"]) == (400, "invalid_json")
+    assert "too many digits" in answer["error"]["message"]
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error():
+    """starlette's ClientDisconnect escaped to the catch-all: a 500 and a logged traceback per
+    aborted upload, which any client could repeat to flood the log."""
+    from starlette.requests import Request
+
+    async def leave() -> dict:
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/audio/speech",
+             "headers": [(b"content-length", b"100")]}
+    with pytest.raises(server.ApiError) as info:
+        asyncio.run(server._read_json(Request(scope, leave), 1000, 5.0))
+    assert (info.value.status, info.value.code) == (400, "client_disconnected")
 
 
 def test_nested_field_values_are_described_not_dumped(url):
