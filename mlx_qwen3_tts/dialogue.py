@@ -124,6 +124,11 @@ def voice_kwargs(model_type: str, name: str, voices: Mapping[str, Any] | None) -
     """The `generate` arguments a speaker name stands for on this kind of checkpoint."""
     value = (voices or {}).get(name, name)
     if isinstance(value, Mapping):
+        taken = sorted({"text", "seed"} & set(value))  # the turn's own: its line, the dialogue's seed
+        if taken:
+            raise SynthesisError(f"voices[{name!r}] sets {', '.join(taken)}, which each turn takes from "
+                                 "the script and the dialogue's seed; map a name to voice arguments only.",
+                                 "voices")
         return dict(value)
     if model_type == "custom_voice":
         return {"speaker": value}
@@ -151,6 +156,9 @@ class Dialogue:
                  seed: int | None, kwargs: dict[str, Any]):
         self.engine = engine
         self.turns = as_turns(script)
+        if voices is not None and not isinstance(voices, Mapping):
+            raise SynthesisError("`voices` maps the script's names to voices (a dict such as "
+                                 f"{{'Alice': 'vivian'}}), got {type(voices).__name__}.", "voices")
         self.pause = check_pause(pause)
         self.seed = check_seed(seed)
         caps = engine.builder.caps

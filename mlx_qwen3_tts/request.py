@@ -291,12 +291,17 @@ def check_str(text: Any, name: str) -> str:
     return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
 
 
+def has_words(text: str) -> bool:
+    """Whether `text` has a letter or digit to speak (punctuation and symbols alone do not)."""
+    return any(unicodedata.category(c)[0] in "LN" for c in text)
+
+
 def check_text(text: Any, name: str = "text") -> str:
     """`text` if it is a str with something to say, control characters dropped."""
     text = check_str(text, name)
     if not text.strip():
         raise EmptyTextError(f"`{name}` is empty; pass something to say.", name)
-    if not any(unicodedata.category(c)[0] in "LN" for c in text):
+    if not has_words(text):
         raise EmptyTextError(f"`{name}` {text[:40]!r} has no letters or digits, so nothing to speak.",
                              name)
     return text

@@ -24,7 +24,7 @@ import mlx.core as mx
 
 from .errors import EmptyTextError, ModeError, SynthesisError
 from .generate import FrameLoop
-from .request import SAMPLING_ARGUMENTS, Job, check_seed, check_str, make_guard
+from .request import SAMPLING_ARGUMENTS, Job, check_seed, check_str, has_words, make_guard
 from .runtime import ModelThread
 from .synthesis import CHUNK_FRAMES, FIRST_CHUNK_FRAMES, AudioChunk, Engine, JobStream, check_chunk_sizes
 from .timescale import check_speed
@@ -86,6 +86,7 @@ class TextStream:
                 "x-vector voice (create_voice_prompt(ref_audio) without `ref_text`) instead.", "ref_text")
         self.text = StreamedText(engine)
         self.tail = ""  # text after the last committed pre-token
+        self.words = False  # a letter or digit was fed: `generate` refuses text without any
         self.loop: FrameLoop | None = None
         self.last: AudioChunk | None = None  # the final chunk, kept for finish()
         self.done = False
@@ -112,6 +113,7 @@ class TextStream:
         if self.finished:
             raise SynthesisError("feed() after finish(); open a new stream.")
         text = check_str(text, "text")
+        self.words = self.words or has_words(text)
         ids, self.tail = self.engine.text_tokenizer.encode_stable(self.tail + text)
         self.text.ids += ids
 
@@ -122,6 +124,10 @@ class TextStream:
     def finish(self) -> Iterator[AudioChunk]:
         """Commit the rest of the text and generate to the end; the last chunk is final."""
         if not self.finished:
+            if not self.words:
+                self.close()
+                raise EmptyTextError("The streamed text has no letters or digits, so nothing to speak.",
+                                     "text")
             self.text.ids += self.engine.text_tokenizer.encode_literal(self.tail)
             self.text.finished = True
             self.tail = ""
@@ -147,8 +153,10 @@ class TextStream:
         self.row = self.loop.add(request, text=self.text, prefix=engine.prefix(request))
 
     def _steps(self, final: bool) -> Iterator[AudioChunk]:
+        if self.done:  # closed, failed, or its final chunk given (a second finish() gives nothing)
+            return
         if self.loop is None:
-            if self.done or not self._ready():
+            if not self._ready():
                 return
             self._start()
         while self.last is None and self._ready():

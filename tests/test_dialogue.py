@@ -35,6 +35,16 @@ def test_malformed_scripts_name_the_line(cv, script, match):
         cv.generate_dialogue(script)
 
 
+@pytest.mark.parametrize("voices,match", [
+    (["ryan"], r"`voices` maps the script's names to voices .*got list"),  # was an AttributeError
+    ({"Bob": {"speaker": "ryan", "seed": 3}}, r"Line 1: voices\['Bob'\] sets seed"),  # was a TypeError
+    ({"Bob": {"speaker": "ryan", "text": "x"}}, r"voices\['Bob'\] sets text, which each turn takes"),
+])
+def test_misused_voices_are_synthesis_errors(cv, voices, match):
+    with pytest.raises(qt.SynthesisError, match=match):
+        cv.generate_dialogue("Bob: hello", voices=voices, max_frames=1)
+
+
 def test_an_unknown_speaker_names_its_line_before_anything_is_spoken(cv, monkeypatch):
     from mlx_qwen3_tts.generate import FrameLoop
 

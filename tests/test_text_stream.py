@@ -65,13 +65,17 @@ def test_waits_instead_of_padding(cv):
 def test_stream_errors(cv, checkpoint):
     with pytest.raises(qt.ModeError, match="streaming-text layout"):
         cv.open_stream(speaker="vivian", non_streaming_mode=True)
-    with cv.open_stream(speaker="vivian") as s, pytest.raises(qt.EmptyTextError, match="no tokens"):
-        list(s.finish())
+    for fed in ([], ["...", " !?"]):  # as generate("...") refuses it: it was spoken
+        with cv.open_stream(speaker="vivian") as s, pytest.raises(qt.EmptyTextError, match="no letters"):
+            for text in fed:
+                s.feed(text)
+            list(s.finish())
     with cv.open_stream(speaker="vivian", max_frames=2) as s:
         with pytest.raises(qt.SynthesisError, match="`text` must be a str"):
             s.feed(None)
         s.feed("hello")
         assert list(s.finish())[-1].is_final
+        assert list(s.finish()) == []  # it gave its final chunk again
         with pytest.raises(qt.SynthesisError, match="after finish"):
             s.feed("more")
     with pytest.raises(qt.UnknownSpeakerError):
