@@ -226,7 +226,7 @@ def _check_script_args(args: argparse.Namespace) -> None:
                              "(map a name to a voice with --cast NAME=VOICE).")
     _check_file("--script", args.script)
     for item in args.cast:
-        if "=" not in item or not item.split("=", 1)[0].strip():
+        if "=" not in item or not all(part.strip() for part in item.split("=", 1)):
             raise UsageError(f"--cast {item}: expected NAME=VOICE.")
 
 
@@ -319,12 +319,12 @@ def _read_text(args: argparse.Namespace) -> str:
         return args.text
     for flag_name, path in (("--text-file", args.text_file), ("--script", args.script)):
         if path not in (None, "-"):
-            try:
-                return Path(path).read_text(encoding="utf-8")
+            try:  # "utf-8-sig": a byte-order mark (Notepad's) would be spoken, or start a name
+                return Path(path).read_text(encoding="utf-8-sig")
             except (OSError, UnicodeDecodeError) as e:
                 raise UsageError(f"{flag_name} {path}: {e}") from e
     if args.text_file == "-" or not sys.stdin.isatty():
-        return sys.stdin.read()
+        return sys.stdin.read().removeprefix("\ufeff")
     return ""
 
 

@@ -83,7 +83,8 @@ def parse_script(script: str) -> list[Turn]:
     if not isinstance(script, str):
         raise SynthesisError(f"A script must be a str, got {type(script).__name__}.", "script")
     turns = []
-    for number, line in enumerate(script.splitlines(), start=1):
+    # A byte-order mark (Notepad's, Excel's) would start the first speaker's name.
+    for number, line in enumerate(script.removeprefix("\ufeff").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         match = _LINE.match(line)
@@ -190,11 +191,17 @@ class Dialogue:
 
 def _at(error: Qwen3TTSError, where: str, speaker: str) -> Qwen3TTSError:
     """The same error, saying which line of the script it is about."""
+    # The turn's text and speaker come from the script, not from arguments of their own: a front
+    # end must not show them as its flags (`text` as --text).
+    said = error.render(lambda name: TURN_WORDS.get(name))
     if isinstance(error, UnknownSpeakerError) or error.param in ("speaker", "voice", "instruct"):
-        message = f"{where}: speaker {speaker!r}: {error}"
+        message = f"{where}: speaker {speaker!r}: {said}"
     else:
-        message = f"{where}: {error}"
+        message = f"{where}: {said}"
     return type(error)(message, error.param)
+
+
+TURN_WORDS = {"text": "the text", "speaker": "a speaker"}
 
 
 class Timeline:

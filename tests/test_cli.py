@@ -466,3 +466,14 @@ def test_an_unusable_out_is_refused_before_loading_and_a_failed_write_is_one_lin
         assert code == 1 and "Traceback" not in err, err
         assert err.strip().splitlines()[-1].endswith(
             f"error: cannot write --out {tmp_path / 'x.wav'}: [Errno 28] No space left on device")
+
+
+def test_a_text_file_with_a_byte_order_mark_is_read_without_it(cv, tmp_path, capsys):
+    """Notepad's byte-order mark was tokenized and spoken before the text."""
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8-sig")
+    common = ["--model", str(cv), "--speaker", "ryan", "--max-frames", "3", "--seed", "2"]
+    sources = ((["--text-file", str(tmp_path / "t.txt")], "file.wav"), (["--text", TEXT], "text.wav"))
+    for source, out in sources:
+        code, err = main_in_process([*common, *source, "--out", str(tmp_path / out)], capsys)
+        assert code == 0, err
+    np.testing.assert_array_equal(read_pcm(tmp_path / "file.wav")[0], read_pcm(tmp_path / "text.wav")[0])

@@ -23,6 +23,7 @@ def test_scripts_parse_into_turns():
         ("Ryan", "Hello there, how are you today?", 2), ("Vivian", "I am fine, thank you for asking.", 4),
         ("Ryan", "Good to hear.", 5)]
     assert qt.parse_script("Dr. Who: time: relative.")[0] == qt.Turn("Dr. Who", "time: relative.", 1)
+    assert qt.parse_script("\ufeff" + SCRIPT) == turns  # a file read with a byte-order mark
 
 
 @pytest.mark.parametrize("script,match", [
@@ -114,7 +115,8 @@ def test_voice_design_names_are_descriptions(tts):
 
 def test_the_command_line_speaks_a_script(checkpoint, tmp_path, capsys):
     model = checkpoint("tiny-0.6b", "custom_voice")
-    (tmp_path / "play.txt").write_text("Alice: hello there.\nBob: hi.\n", encoding="utf-8")
+    # Saved with a byte-order mark, as Notepad does: it started the first name ('\ufeffAlice').
+    (tmp_path / "play.txt").write_text("Alice: hello there.\nBob: hi.\n", encoding="utf-8-sig")
     out = tmp_path / "play.wav"
     code, err = main_in_process(["--model", str(model), "--script", str(tmp_path / "play.txt"), "--cast",
                                  "Alice=serena", "--cast", "Bob=ryan", "--seed", "4", "--max-frames", "3",
@@ -132,3 +134,11 @@ def test_the_command_line_speaks_a_script(checkpoint, tmp_path, capsys):
     code, err = main_in_process(["--model", str(model), "--script", str(tmp_path / "play.txt"),
                                  "--ref-audio", str(tmp_path / "ref.wav")], capsys)
     assert code == 2 and "--ref-audio does not go with --script" in err
+    (tmp_path / "dots.txt").write_text("Alice: hello there.\nBob: ...\n")
+    code, err = main_in_process(["--model", str(model), "--script", str(tmp_path / "dots.txt"), "--cast",
+                                 "Alice=serena", "--cast", "Bob=ryan"], capsys)
+    # The turn's text is no --text flag (it was "Line 2: --text '...' has no letters").
+    assert code == 2 and "error: Line 2: the text '...' has no letters or digits" in err, err
+    code, err = main_in_process(["--model", str(model), "--script", str(tmp_path / "play.txt"), "--cast",
+                                 "Bob="], capsys)
+    assert code == 2 and "--cast Bob=: expected NAME=VOICE" in err, err
