@@ -328,7 +328,8 @@ def _field(body: dict, name: str, kind: type | tuple, default: Any = None) -> An
     value = body.get(name, default)
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
         names = " or ".join(JSON_TYPES[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ApiError(400, f"'{name}' must be a {names}, got {_shown(value)}.", name, "invalid_type")
+        article = "an" if names[0] in "aeiou" else "a"
+        raise ApiError(400, f"'{name}' must be {article} {names}, got {_shown(value)}.", name, "invalid_type")
     return value
 
 
@@ -642,7 +643,11 @@ class Synthesizer:
         try:
             kwargs = dict(job.kwargs)
             if job.saved_voice is not None:
-                kwargs["voice"] = VoicePrompt.named(job.saved_voice, self.voices_folder)
+                try:
+                    kwargs["voice"] = VoicePrompt.named(job.saved_voice, self.voices_folder)
+                except AudioError as e:  # a broken file: the request's `voice` is what failed
+                    e.param = e.param or "voice"
+                    raise
             stream = self.batch.add(job.text, **kwargs)
         except Qwen3TTSError as e:
             job.post(_Failed(e))

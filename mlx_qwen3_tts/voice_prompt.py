@@ -90,11 +90,26 @@ def voice_path(name: str, folder: str | Path | None = None) -> Path:
 
 
 def list_voices(folder: str | Path | None = None) -> list[str]:
-    """Names of the voices saved with `VoicePrompt.save_as` (files whose stem is a valid name)."""
+    """Names of the voices saved with `VoicePrompt.save_as`: files whose stem is a valid name and
+    whose header says they are voice prompts (a folder, a device or another file is no voice)."""
     folder = Path(folder or voices_dir())
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob(f"*{SUFFIX}") if NAME_PATTERN.fullmatch(p.stem))
+    files = folder.glob(f"*{SUFFIX}")
+    return sorted(p.stem for p in files if NAME_PATTERN.fullmatch(p.stem) and _is_voice(p))
+
+
+def _is_voice(path: Path) -> bool:
+    """Whether `path` is a regular file whose safetensors header names our format (the header
+    only: the tensors are checked when the voice is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        _stat_file(path)
+        with safe_open(str(path), framework="numpy") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (AudioError, SafetensorError, OSError, ValueError, TypeError):
+        return False
 
 
 # --------------------------------------------------------------------------- validation

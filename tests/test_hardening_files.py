@@ -231,6 +231,11 @@ def test_save_to_follows_the_rule(voices, tmp_path, monkeypatch):
 def test_list_voices_shows_only_loadable_names(voices):
     voice().save_as("ok")
     (voices / "bad name.safetensors").write_bytes(b"")
+    # Listed (and offered by the server's GET /v1/voices) though none can be loaded:
+    (voices / "folder.safetensors").mkdir()
+    (voices / "junk.safetensors").write_bytes(os.urandom(4000))
+    (voices / "zero.safetensors").symlink_to(os.devnull)
+    save_file({"w": np.ones(4, np.float32)}, str(voices / "weights.safetensors"))  # no voice's format
     assert list_voices() == ["ok"]
 
 

@@ -311,6 +311,9 @@ def test_nested_field_values_are_described_not_dumped(url):
     status, answer = http(url + "/v1/audio/speech", "POST", body, {"Content-Type": "application/json"})
     assert (status, answer["error"]["code"], answer["error"]["param"]) == (400, "invalid_type", "input")
     assert "[[[" not in answer["error"]["message"] and "string" in answer["error"]["message"], answer
+    body = json.dumps({"input": "hi", "voice": "alloy", "seed": 1.5}).encode()
+    status, answer = http(url + "/v1/audio/speech", "POST", body, {"Content-Type": "application/json"})
+    assert answer["error"]["message"] == "'seed' must be an integer, got 1.5.", answer  # was "a integer"
 
 
 def test_a_body_that_never_ends_times_out(cv):
@@ -587,7 +590,14 @@ def test_error_messages_name_no_local_paths(checkpoint, tmp_path, monkeypatch):
     folder = tmp_path / "private voices"  # a space: paths are not cut at the first one
     hidden = base.config.talker_config.hidden_size
     qt.VoicePrompt(np.ones(hidden, np.float32)).save_as("alice", folder)
-    (folder / "broken.safetensors").write_bytes(b"not a voice file")
+    from safetensors.numpy import save_file
+
+    from mlx_qwen3_tts.voice_prompt import FORMAT
+
+    # A voice file by its header (so it is listed) whose x-vector is broken.
+    save_file({"speaker_embedding": np.ones((2, 2), np.float32)}, str(folder / "broken.safetensors"),
+              metadata={"format": FORMAT})
+    (folder / "junk.safetensors").write_bytes(b"not a voice file")  # not listed
     app = server.build_app(base, max_frames=2, voices_folder=folder)
     leaks = (str(tmp_path), str(base.path), "/tmp/", "/home/", "private voices")
 
@@ -601,7 +611,10 @@ def test_error_messages_name_no_local_paths(checkpoint, tmp_path, monkeypatch):
         unknown = message_of(voice="bob")  # the folder was named as where to save voices
         assert "Voices: alice, broken" in unknown
         broken = message_of(voice="broken")  # the library's message names the file it read
-        assert "broken.safetensors" in broken and "not a readable voice prompt file" in broken
+        assert "broken.safetensors" in broken and "speaker_embedding must be a non-empty 1-D" in broken
+        with pytest.raises(openai.APIStatusError) as info:
+            speak(client, voice="broken")
+        assert info.value.param == "voice"  # it was null: the request's voice is what failed
 
         def bug(self, text, **kwargs):
             raise FileNotFoundError(2, "No such file or directory", str(base.path / "x" / "y.bin"))
