@@ -34,7 +34,7 @@ from .models.qwen3_tts import Qwen3TTSConfig
 from .prompt import Prompt, PromptEmbedder, icl_prompt, text_prompt
 from .sampling import SamplerSettings, check_scale
 from .speech_tokenizer import DECODE_MODES
-from .text_split import split_text
+from .text_split import has_words, split_text
 from .timescale import check_speed
 from .voice_prompt import VoicePrompt
 from .voices import Language
@@ -289,11 +289,6 @@ def check_str(text: Any, name: str) -> str:
         raise SynthesisError(f"`{name}` is not valid Unicode: {e.reason} at character {e.start}.",
                              name) from e
     return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
-
-
-def has_words(text: str) -> bool:
-    """Whether `text` has a letter or digit to speak (punctuation and symbols alone do not)."""
-    return any(unicodedata.category(c)[0] in "LN" for c in text)
 
 
 def check_text(text: Any, name: str = "text") -> str:

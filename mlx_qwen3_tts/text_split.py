@@ -41,7 +41,8 @@ def _split(text: str, limit: int, patterns: list[re.Pattern]) -> list[str]:
     return _pack(out, limit)
 
 
-def _speakable(text: str) -> bool:
+def has_words(text: str) -> bool:
+    """Whether `text` has a letter or digit to speak (punctuation and symbols alone do not)."""
     return any(unicodedata.category(c)[0] in "LN" for c in text)
 
 
@@ -54,7 +55,7 @@ def split_text(text: str, limit: int = SPLIT_CHARS) -> list[str]:
         return [text]
     pieces: list[str] = []
     for piece in _split(text.strip(), limit, [_SENTENCE, _CLAUSE]):
-        if pieces and (not _speakable(piece) or not _speakable(pieces[-1])):
+        if pieces and (not has_words(piece) or not has_words(pieces[-1])):
             pieces[-1] = f"{pieces[-1]} {piece}"
         else:
             pieces.append(piece)

@@ -24,9 +24,10 @@ import mlx.core as mx
 
 from .errors import EmptyTextError, ModeError, SynthesisError
 from .generate import FrameLoop
-from .request import SAMPLING_ARGUMENTS, Job, check_seed, check_str, has_words, make_guard
+from .request import SAMPLING_ARGUMENTS, Job, check_seed, check_str, make_guard
 from .runtime import ModelThread
 from .synthesis import CHUNK_FRAMES, FIRST_CHUNK_FRAMES, AudioChunk, Engine, JobStream, check_chunk_sizes
+from .text_split import has_words
 from .timescale import check_speed
 
 

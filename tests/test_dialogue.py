@@ -46,6 +46,13 @@ def test_misused_voices_are_synthesis_errors(cv, voices, match):
         cv.generate_dialogue("Bob: hello", voices=voices, max_frames=1)
 
 
+@pytest.mark.parametrize("pause", [10.5, -0.1, True, "1", float("nan")])
+def test_a_pause_outside_0_to_10_seconds_is_refused(cv, pause):
+    with pytest.raises(qt.SynthesisError, match="`pause` must be 0 to 10 seconds") as info:
+        cv.generate_dialogue("Ryan: hi.", pause=pause, max_frames=1)
+    assert info.value.param == "pause"
+
+
 def test_an_unknown_speaker_names_its_line_before_anything_is_spoken(cv, monkeypatch):
     from mlx_qwen3_tts.generate import FrameLoop
 

@@ -7,6 +7,7 @@ from numpy_ref import sampling as ref
 
 from mlx_qwen3_tts.errors import SynthesisError
 from mlx_qwen3_tts.sampling import (
+    RowSettings,
     SamplerSettings,
     filter_logits,
     process_talker_logits,
@@ -96,3 +97,36 @@ def test_same_key_same_draw_and_global_seed_irrelevant():
 def test_bad_settings(kwargs, match):
     with pytest.raises(SynthesisError, match=match):
         SamplerSettings(**kwargs)
+
+
+def test_a_tiny_top_p_keeps_the_most_likely_id():
+    """1 - 1e-9 is 1.0 in float32, so every cumulative probability is <= the cut: HF keeps the most
+    likely id anyway; without that rule every logit was -inf and id 0 came out."""
+    logits = mx.array(np.random.default_rng(1).normal(0, 3, (3, 2048)).astype(np.float32))
+    settings = SamplerSettings(0.9, 0, 1e-9)
+    kept = np.isfinite(np.array(filter_logits(logits, settings)))
+    assert kept.sum(axis=-1).tolist() == [1, 1, 1]
+    drawn = sample(logits, settings, mx.random.split(mx.random.key(0), 3))
+    assert drawn.tolist() == np.argmax(np.array(logits), axis=-1).tolist()
+
+
+def test_rows_of_a_batch_filter_with_their_own_settings():
+    """One row's top-k (or top-p) must not be skipped because another row has none."""
+    logits = mx.array(np.random.default_rng(2).normal(0, 3, (3, 2048)).astype(np.float32))
+    rows = [SamplerSettings(0.9, 5, 1.0), SamplerSettings(0.9, 0, 1.0), SamplerSettings(0.9, 0, 0.5)]
+    batch = np.array(filter_logits(logits, RowSettings.of(rows, 2048)))
+    for i, settings in enumerate(rows):
+        alone = np.array(filter_logits(logits[i : i + 1], RowSettings.of([settings], 2048)))
+        np.testing.assert_array_equal(batch[i : i + 1], alone)
+    assert np.isfinite(batch).sum(axis=-1)[:2].tolist() == [5, 2048]
+
+
+def test_a_draw_of_zero_never_picks_an_id_of_zero_probability(monkeypatch):
+    """Inverting the CDF: the first id whose cumulative probability exceeds u. With u == 0 a
+    leading id that was filtered out (its cumulative probability is 0 too) is not it."""
+    from mlx_qwen3_tts import sampling
+
+    monkeypatch.setattr(sampling, "_uniform_rows", lambda keys: mx.zeros((keys.shape[0], 1)))
+    logits = mx.array([[-np.inf, -np.inf, 1.0, 2.0], [0.0, 3.0, -np.inf, 1.0]], mx.float32)
+    drawn = sample(logits, SamplerSettings(1.0, 0, 1.0), mx.random.split(mx.random.key(0), 2))
+    assert drawn.tolist() == [2, 0]

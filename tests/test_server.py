@@ -179,6 +179,8 @@ def test_voice_names(client, reference):
     ({"stream_format": "chunks"}, 400, "stream_format", "unsupported_value"),
     ({"input": "a" * 201}, 400, "input", "string_above_max_length"),
     ({"speed": 3.0}, 400, "speed", "synthesis"),  # 0.5 to 2.0 (OpenAI's range is 0.25 to 4.0)
+    ({"speed": True}, 400, "speed", "invalid_type"),  # JSON true is no number (Python's bool is)
+    ({"extra_body": {"seed": True}}, 400, "seed", "invalid_type"),
     ({"model": "gpt-5-tts"}, 404, "model", "model_not_found"),
     ({"instructions": "whisper"}, 400, "instructions", "instruct_unsupported"),  # 0.6B CustomVoice
     ({"extra_body": {"language": "klingon"}}, 400, "language", "unsupported_language"),

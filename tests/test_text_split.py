@@ -41,3 +41,14 @@ def test_crossfade_preserves_length_and_is_continuous():
     joined = np.concatenate([head, tail])
     assert len(joined) == 1900
     assert np.max(np.abs(np.diff(joined))) <= 1 / 99 + 1e-6  # no step: a linear ramp
+
+
+def test_packed_pieces_count_the_joining_space():
+    """Two parts of 150 characters joined by a space are 301: over the limit, so two pieces."""
+    assert [len(p) for p in split_text("a" * 150 + " " + "b" * 150)] == [150, 150]
+
+
+def test_a_leading_unspeakable_piece_is_merged_into_the_next():
+    text = "!" * 10 + ". " + "y" * 295 + ". " + "z" * 50 + "."
+    pieces = split_text(text)
+    assert all(any(c.isalnum() for c in p) for p in pieces) and pieces[0].startswith("!" * 10)
