@@ -231,3 +231,22 @@ def test_the_benchmarks_split_sees_every_talker_step_and_predictor_call(cv):
     split = ours.split_loop(cv, spec, 6)
     assert "error" not in split, split["error"]
     assert split["frames"] == 6 and split["talker_ms"] > 0 and split["code_predictor_ms"] > 0
+
+
+def test_each_codebook_of_a_frame_draws_with_its_own_key(checkpoint):
+    """With every head's logits flat (zero weights) a draw is the key's uniform number scaled to
+    the vocabulary, so two codebooks drawn with the same key get the same code: codebooks 1..15
+    all drew with codebook 1's key, or codebook 1 with codebook 0's, and no test saw it."""
+    tts = qt.load(checkpoint("tiny-0.6b", "custom_voice"), dtype="float32")
+    talker = tts.model.talker
+    heads = [talker.codec_head, *talker.code_predictor.lm_head]
+    names = ["codec_head", *(f"code_predictor.lm_head.{j}" for j in range(len(heads) - 1))]
+    # Built from host data: a lazy array of this thread could not be evaluated on the model's.
+    zeroed = [(f"{name}.weight", mx.array(np.zeros(head.weight.shape, np.float32)))
+              for name, head in zip(names, heads)]
+    tts.thread.run(talker.load_weights, zeroed, strict=False)
+    codes = tts.generate(TEXT, speaker="ryan", max_frames=6, seed=3, temperature=0.9, top_k=0,
+                         subtalker_temperature=0.9, subtalker_top_k=0).codes
+    assert codes.shape == (6, 16)
+    assert (codes[:, 0] == codes[:, 1]).sum() <= 1, codes  # 1 in 2048 per frame by chance
+    assert all(len(set(frame[1:])) > 1 for frame in codes.tolist()), codes
