@@ -250,3 +250,22 @@ def test_each_codebook_of_a_frame_draws_with_its_own_key(checkpoint):
     assert codes.shape == (6, 16)
     assert (codes[:, 0] == codes[:, 1]).sum() <= 1, codes  # 1 in 2048 per frame by chance
     assert all(len(set(frame[1:])) > 1 for frame in codes.tolist()), codes
+
+
+def test_the_repetition_penalty_sees_every_c0_drawn_so_far(cv, monkeypatch):
+    """HF's penalty reads every generated id, the one just fed back included. Without it the
+    greedy fixtures still matched (the tiny models never repeat a c0), so the ids the penalty is
+    given at each talker step are checked against the codes themselves."""
+    from mlx_qwen3_tts import generate
+
+    given = []
+
+    def recording(logits, seen, *args):
+        given.append(set(np.flatnonzero(np.array(seen)[0]).tolist()))
+        return process(logits, seen, *args)
+
+    process = generate.process_talker_logits
+    monkeypatch.setattr(generate, "process_talker_logits", recording)
+    codes = cv.generate(TEXT, speaker="ryan", max_frames=6, **GREEDY).codes
+    assert len(given) >= 6
+    assert given[:6] == [set(codes[:i, 0].tolist()) for i in range(6)]
