@@ -16,6 +16,7 @@ import argparse
 import json
 import re
 import shutil
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -33,7 +34,9 @@ from .loading import (
     DTYPES,
     FORMAT_KEY,
     FORMAT_VERSION,
+    check_text_tokenizer,
     format_version,
+    hub_repo_id,
     is_repo_id,
     load_model,
     read_json,
@@ -50,7 +53,7 @@ SUPPORT_FILES = ("*.json", "*.txt", "*.jinja")
 SKIPPED_FILES = ("config.json", "model.safetensors.index.json")
 
 PROG = "mlx-qwen3-tts-convert"
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 class ArgumentError(ValueError):
@@ -160,18 +163,29 @@ def is_conversion_output(folder: Path) -> bool:
     return format_version(config) is not None
 
 
-def _check_options(dtype: str | None, quantize: bool, q_bits: int | None, q_group_size: int | None):
+def _check_options(dtype: str | None, quantize: bool, q_bits: int | None, q_group_size: int | None,
+                   upload_repo: str | None = None):
     if dtype is not None and dtype not in DTYPES:
         raise ArgumentError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
     if not quantize and (q_bits is not None or q_group_size is not None):
         raise ArgumentError("q_bits and q_group_size only apply with quantize=True (-q/--quantize).")
-    if q_bits is not None and q_bits not in Q_BITS:
+    # `type(...) is int`: 8.0 == 8 passed and reached mx.quantize, which takes ints only.
+    if q_bits is not None and (type(q_bits) is not int or q_bits not in Q_BITS):
         raise ArgumentError(f"q_bits {q_bits!r} is not supported; choose one of {Q_BITS}.")
-    if q_group_size is not None and q_group_size not in Q_GROUP_SIZES:
+    if q_group_size is not None and (type(q_group_size) is not int or q_group_size not in Q_GROUP_SIZES):
         raise ArgumentError(f"q_group_size {q_group_size!r} is not supported; choose one of {Q_GROUP_SIZES}.")
+    # Found before the conversion, not after it (a name the Hub refuses cannot become valid).
+    if upload_repo is not None and not hub_repo_id(upload_repo):
+        raise ArgumentError(f"upload_repo {upload_repo!r} is not a Hugging Face repo id like "
+                            "'you/Qwen3-TTS-0.6B-CustomVoice-8bit'.")
 
 
 def _check_target(target: Path, force: bool) -> None:
+    if target.is_symlink():  # --force would replace the link, not the folder it points to
+        raise ArgumentError(f"Cannot save to {target}: it is a symbolic link; name a folder instead.")
+    parent = next((p for p in target.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ArgumentError(f"Cannot save to {target}: {parent} is a file, not a folder.")
     if not target.exists():
         return
     if not force:
@@ -210,20 +224,35 @@ def _check_source(source: Path, target: Path, config: dict[str, Any]) -> None:
             "checkpoint."
         )
     speech_tokenizer_folder(source)
+    check_text_tokenizer(source)  # present and readable: the output needs it to load
 
 
 # --------------------------------------------------------------------------- writing
 
 
 @contextmanager
-def _staged(target: Path) -> Iterator[Path]:
-    """A temporary folder next to `target` that replaces it only once everything is written."""
+def _staged(target: Path, force: bool) -> Iterator[Path]:
+    """A temporary folder next to `target` that replaces it only once everything is written.
+
+    Raises:
+        OSError: writing failed (a full disk: MLX's RuntimeError, as an OSError), or something
+            appeared at `target` while converting that may not be replaced (`_check_target`
+            checked it before the conversion, which takes minutes).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()  # not mkdtemp: its 0700 mode would outlive the rename
     done = False
     try:
-        yield tmp
+        try:
+            yield tmp
+        except RuntimeError as e:  # mx.save_safetensors on a full disk, say
+            raise OSError(f"Cannot write {target}: {e}") from e
+        if target.exists() or target.is_symlink():
+            try:
+                _check_target(target, force)
+            except ArgumentError as e:
+                raise FileExistsError(f"{target} appeared while converting. {e} Nothing was written.") from e
         if target.exists():  # --force: keep the old folder until the new one is in place
             old = tmp.with_suffix(".old")
             target.rename(old)
@@ -256,7 +285,8 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
 def _save_speech_tokenizer(source: Path, dest: Path) -> None:
     """Sanitized codec weights in float32, as the codec runs (its convolutions channels-last)."""
     codec = SpeechTokenizer.from_pretrained(source).model
-    _copy_support_files(source, dest)
+    # Its config.json is kept; a shard index is not: the weights are written as one file.
+    _copy_support_files(source, dest, skip=("model.safetensors.index.json",))
     weights = dict(tree_flatten(codec.parameters()))
     mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata={"format": "mlx"})
 
@@ -349,7 +379,7 @@ def convert(
         UploadError: the folder was written but could not be uploaded.
     """
     log = print if verbose else lambda *_: None
-    _check_options(dtype, quantize, q_bits, q_group_size)
+    _check_options(dtype, quantize, q_bits, q_group_size, upload_repo)
     target = Path(mlx_path).expanduser()
     _check_target(target, force)
     _check_hf_path(str(hf_path))
@@ -372,7 +402,7 @@ def convert(
         config["quantization_config"] = config["quantization"]  # what the Hub reads (mlx-lm)
 
     bpw = compute_bits_per_weight(model.talker)
-    with _staged(target) as tmp:
+    with _staged(target, force) as tmp:
         log("[INFO] Saving the talker" + (" and speaker encoder" if "speaker_encoder" in model else ""))
         save_model(tmp, model, donate_model=True)
         log("[INFO] Saving the speech tokenizer")
@@ -454,13 +484,24 @@ def _fail(error: Exception, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The `mlx-qwen3-tts-convert` command; returns the exit status (see the module docstring)."""
     args = configure_parser().parse_args(argv)  # bad options: argparse exits with 2
+    # SIGTERM ends the conversion as Ctrl-C does, so the staging folder (gigabytes) is removed.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         convert(**vars(args), verbose=True)
     except ArgumentError as e:  # checked before any work: the arguments must change
         return _fail(e, EXIT_USAGE)
     except (Qwen3TTSError, OSError, ValueError) as e:  # loading, fetching, writing or uploading failed
         return _fail(e, EXIT_FAILED)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

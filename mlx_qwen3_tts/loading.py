@@ -21,6 +21,7 @@ from .tts import Qwen3TTS
 from .weights import (
     DTYPES,
     cast_weights,
+    hub_repo_id,
     is_repo_id,
     load_weights_strict,
     read_json,
@@ -34,10 +35,11 @@ FORMAT_VERSION = 1
 
 
 def parse_dtype(dtype: str | mx.Dtype | None) -> mx.Dtype | None:
-    if dtype is None or isinstance(dtype, mx.Dtype):
+    """None, or one of `DTYPES` by name or as the `mx.Dtype` itself (no integer, float64, ...)."""
+    if dtype is None or (isinstance(dtype, mx.Dtype) and dtype in DTYPES.values()):
         return dtype
-    if dtype not in DTYPES:
-        raise ModelLoadError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}.")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ModelLoadError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}.", "dtype")
     return DTYPES[dtype]
 
 
@@ -174,6 +176,11 @@ def _check_codec_fits(config: Qwen3TTSConfig, speech: SpeechTokenizer, source: P
             f"{predictor.vocab_size}; the folder mixes two checkpoints.")
 
 
+def check_text_tokenizer(folder: Path) -> None:
+    """ModelLoadError unless the checkpoint's text tokenizer files are present and well formed."""
+    TextTokenizer.from_folder(folder)
+
+
 def speech_tokenizer_folder(folder: Path) -> Path:
     """The checkpoint's `speech_tokenizer/` subfolder; ModelLoadError if it has no config."""
     speech_folder = folder / "speech_tokenizer"
@@ -205,5 +212,6 @@ def _load(folder: Path, policy: ComputePolicy, thread: ModelThread) -> Qwen3TTS:
 
 
 # What the front ends (cli, server, convert) take from here besides `load`.
-__all__ = ["DTYPES", "FORMAT_KEY", "FORMAT_VERSION", "ComputePolicy", "format_version", "is_repo_id", "load",
-           "load_model", "parse_device", "parse_dtype", "read_json", "resolve_path"]
+__all__ = ["DTYPES", "FORMAT_KEY", "FORMAT_VERSION", "ComputePolicy", "check_text_tokenizer",
+           "format_version", "hub_repo_id", "is_repo_id", "load", "load_model", "parse_device", "parse_dtype",
+           "read_json", "resolve_path", "speech_tokenizer_folder"]

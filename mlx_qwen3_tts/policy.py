@@ -44,6 +44,8 @@ def parse_device(device: str | mx.Device | None) -> mx.Device:
         if device not in ("cpu", "gpu"):
             raise ModelLoadError(f"`device` {device!r} is not 'cpu' or 'gpu'.", "device")
         device = mx.gpu if device == "gpu" else mx.cpu
+    if not isinstance(device, (mx.Device, mx.DeviceType)):
+        raise ModelLoadError(f"`device` must be 'cpu', 'gpu' or an mx.Device, got {device!r:.60}.", "device")
     device = _as_device(device)
     if not mx.is_available(device):
         raise ModelLoadError(

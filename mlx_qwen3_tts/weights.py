@@ -36,7 +36,23 @@ def is_repo_id(value: str) -> bool:
     `owner/name` is a repo id unless `owner` is a folder here: `models/x` with a `models/` folder
     is a path that was meant (and does not exist), not a repo to download.
     """
-    return bool(_REPO_ID.fullmatch(value)) and not Path(value).parent.is_dir()
+    return hub_repo_id(value) and not Path(value).parent.is_dir()
+
+
+def hub_repo_id(value: str) -> bool:
+    """Whether the Hub accepts `value` as an `owner/name` repo id: besides the shape, no "--" or
+    "..", no "." or "-" at either end, no ".git" suffix, 96 characters a part (its client raises
+    a raw HFValidationError for those)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not (isinstance(value, str) and _REPO_ID.fullmatch(value)):
+        return False
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
 
 
 def resolve_path(path_or_repo: str | Path, allow_patterns: list[str] | None = None) -> Path:

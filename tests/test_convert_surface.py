@@ -167,3 +167,118 @@ def test_main_returns_zero_and_the_script_exits_with_its_status(tiny_q, tmp_path
     result = subprocess.run([sys.executable, str(ROOT / "convert.py"), "--hf-path", str(tiny_q),
                              "--mlx-path", str(tmp_path / "ok")], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith(PREFIX)
+
+
+# --------------------------------------------------------------------------- a hostile-input audit
+
+
+def no_staging_left(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".old"))]
+
+
+def test_a_folder_that_appears_while_converting_is_never_replaced(tiny_q, tmp_path, monkeypatch):
+    """`--mlx-path` was checked before the conversion (minutes) and whatever stood there at the
+    end was deleted, a user's folder included, with no --force."""
+    target = tmp_path / "out"
+    save = cv.save_model
+
+    def meanwhile(*args, **kwargs):
+        target.mkdir()
+        (target / "notes.txt").write_text("mine")
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(cv, "save_model", meanwhile)
+    with pytest.raises(FileExistsError, match="appeared while converting.*Nothing was written"):
+        cv.convert(str(tiny_q), target)
+    assert [p.name for p in target.iterdir()] == ["notes.txt"] and no_staging_left(tmp_path)
+
+
+@pytest.mark.parametrize("failure,code,message", [
+    (RuntimeError("[write] Unable to write 1825721 bytes to file."), 1, "Cannot write"),  # a full disk
+    (KeyboardInterrupt(), 130, None),
+])
+def test_a_failed_or_interrupted_write_is_one_line_and_leaves_nothing(tiny_q, tmp_path, monkeypatch, capsys,
+                                                                        failure, code, message):
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(cv, "save_model", fail)
+    got, err = run_main(["--hf-path", str(tiny_q), "--mlx-path", str(tmp_path / "out")], capsys)
+    assert got == code and "Traceback" not in err, err
+    if message:
+        assert message in one_error_line(err)
+    assert not (tmp_path / "out").exists() and no_staging_left(tmp_path)
+
+
+def test_sigterm_ends_a_conversion_as_ctrl_c_does(tiny_q, tmp_path, monkeypatch, capsys):
+    """A killed conversion left gigabytes in a hidden staging folder nothing ever removed."""
+    import signal
+
+    monkeypatch.setattr(cv, "save_model", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    before = signal.getsignal(signal.SIGTERM)
+    code, err = run_main(["--hf-path", str(tiny_q), "--mlx-path", str(tmp_path / "out")], capsys)
+    assert code == 130 and "interrupted; nothing was written" in err
+    assert no_staging_left(tmp_path) and signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: (d / "link").symlink_to(d / "nowhere"), "it is a symbolic link"),  # dangling
+    (lambda d: (d / "link").symlink_to(d), "it is a symbolic link"),  # --force would replace the link
+])
+def test_a_symbolic_link_as_output_is_refused_up_front(tiny_q, tmp_path, capsys, make, message):
+    make(tmp_path)
+    code, err = run_main(["--hf-path", str(tmp_path / "never-read"), "--mlx-path", str(tmp_path / "link"),
+                          "--force"], capsys)
+    assert code == 2 and message in one_error_line(err)
+
+
+def test_an_output_under_a_file_is_refused_up_front(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    code, err = run_main(["--hf-path", str(tmp_path / "never-read"), "--mlx-path",
+                          str(tmp_path / "config.json" / "out")], capsys)
+    assert code == 2 and "config.json is a file, not a folder" in one_error_line(err)
+
+
+def test_a_source_without_its_text_tokenizer_is_refused_before_writing(tiny_q, tmp_path, capsys):
+    import shutil
+
+    source = shutil.copytree(tiny_q, tmp_path / "src")
+    (source / "vocab.json").unlink()
+    code, err = run_main(["--hf-path", str(source), "--mlx-path", str(tmp_path / "out")], capsys)
+    assert code == 1 and "lacks the text tokenizer file vocab.json" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(quantize=True, q_bits=8.0), "q_bits 8.0 is not supported"),  # 8.0 == 8 reached mx.quantize
+    (dict(quantize=True, q_group_size=64.0), "q_group_size 64.0 is not supported"),
+    (dict(upload_repo="me/model..8bit"), "upload_repo 'me/model..8bit' is not a Hugging Face repo id"),
+])
+def test_options_are_checked_before_any_work(tmp_path, kwargs, message):
+    with pytest.raises(cv.ArgumentError, match=message):
+        cv.convert(str(tmp_path / "never-read"), tmp_path / "out", **kwargs)
+
+
+def test_a_sharded_speech_tokenizer_converts_to_a_folder_that_loads(tiny_q, tmp_path):
+    """The codec's weights are written as one file, but its shard index was copied beside it:
+    the output named shards it did not have and did not load."""
+    import shutil
+
+    import mlx.core as mx
+
+    import mlx_qwen3_tts as qt
+
+    source = shutil.copytree(tiny_q, tmp_path / "src")
+    codec = source / "speech_tokenizer"
+    weights = mx.load(str(codec / "model.safetensors"))
+    (codec / "model.safetensors").unlink()
+    keys, owner = sorted(weights), {}
+    for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2 :])):
+        name = f"model-0000{i + 1}-of-00002.safetensors"
+        mx.save_safetensors(str(codec / name), {k: weights[k] for k in part}, metadata={"format": "pt"})
+        owner |= dict.fromkeys(part, name)
+    (codec / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": owner}))
+    qt.load(source)  # the source loads
+    out = cv.convert(str(source), tmp_path / "out")
+    assert not (out / "speech_tokenizer" / "model.safetensors.index.json").exists()
+    assert qt.load(out).generate("Hi.", speaker="ryan", max_frames=2).frames == 2

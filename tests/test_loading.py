@@ -176,9 +176,22 @@ def test_not_a_folder_nor_repo_id(tmp_path):
         qt.load(tmp_path / "nope" / "deeper")
 
 
-def test_bad_dtype(checkpoint):
-    with pytest.raises(ModelLoadError, match="dtype"):
-        qt.load(checkpoint(), dtype="int8")
+@pytest.mark.parametrize("dtype", ["int8", mx.int32, mx.float64, ["float32"]])
+def test_bad_dtype(checkpoint, dtype):
+    """An integer mx.Dtype was blamed on the checkpoint ('wrong dtypes'), float64 was taken, and a
+    list raised a raw TypeError."""
+    with pytest.raises(ModelLoadError, match=r"dtype .* is not one of \['bfloat16', 'float16', 'float32'\]"):
+        qt.load(checkpoint(), dtype=dtype)
+
+
+@pytest.mark.parametrize("repo", ["a/b..c", "a/b--c", "a/b.", "a/-b", "a/b.git", "a/" + "x" * 97])
+def test_a_name_the_hub_refuses_is_no_repo_id(repo):
+    """The Hub client raised a raw HFValidationError for these (the CLI printed a traceback)."""
+    from mlx_qwen3_tts.weights import is_repo_id
+
+    assert not is_repo_id(repo)
+    with pytest.raises(ModelLoadError, match="not a Hugging Face repo id"):
+        qt.load(repo)
 
 
 # --------------------------------------------------------------------------- hub ids
@@ -234,6 +247,9 @@ def test_device_choice(checkpoint):
     assert tts.generate("hello there.", speaker="vivian", max_frames=2, seed=0).frames == 2
     with pytest.raises(ModelLoadError, match="not 'cpu' or 'gpu'"):
         qt.load(checkpoint(), device="tpu")
+    for device in (["cpu"], 1):  # raw TypeError, or "not available in this MLX build"
+        with pytest.raises(ModelLoadError, match="`device` must be 'cpu', 'gpu' or an mx.Device"):
+            qt.load(checkpoint(), device=device)
     if not mx.is_available(mx.gpu):
         with pytest.raises(ModelLoadError, match="not available in this MLX build"):
             qt.load(checkpoint(), device="gpu")
