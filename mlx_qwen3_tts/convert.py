@@ -9,7 +9,8 @@ quantized layers are rebuilt from the `quantization` block of `config.json` befo
 
 Exit status of the command: 0 converted, 1 the library or the system failed (a checkpoint that
 cannot be loaded or fetched, a failed upload, a full disk), 2 bad arguments (an existing output
-folder, an already converted input, a missing folder, a bad option). Errors are one line.
+folder, an already converted input, a missing folder, a bad option), 130 interrupted (Ctrl-C or
+SIGTERM; the staging folder is removed, nothing is written). Errors are one line.
 """
 
 import argparse
@@ -452,7 +453,8 @@ def configure_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Convert a Qwen3-TTS checkpoint to an MLX folder, optionally quantized.",
         epilog="Exit status: 0 converted; 1 the library or system failed (a checkpoint that cannot be "
-        "loaded or fetched, a failed upload, a full disk); 2 bad arguments.",
+        "loaded or fetched, a failed upload, a full disk); 2 bad arguments; 130 interrupted (nothing "
+        "written).",
     )
     parser.add_argument("--hf-path", "--model", type=str, required=True,
                         help="Checkpoint folder or Hugging Face repo id.")
