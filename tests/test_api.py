@@ -109,6 +109,31 @@ def test_stream_clone_in_context_equals_one_shot(base):
     np.testing.assert_allclose(np.concatenate([c.audio for c in chunks]), one.audio, atol=1e-5)
 
 
+def test_a_batch_runs_at_most_max_batch_streams(cv):
+    batch = cv.open_batch(max_batch=2)
+    streams = [batch.add(TEXT, speaker="ryan", seed=i, max_frames=3) for i in range(3)]
+    running = []
+    while batch.active:
+        batch.step()
+        running.append(batch.batch.running)
+    assert max(running) == 2 and all(s.done for s in streams)
+
+
+def test_a_clone_in_context_decodes_in_the_mode_asked(base, monkeypatch):
+    """The reference's codes are decoded with the output's (as the official model does), in the
+    call's `decode_mode`: the mode was dropped there, which shows only past 300 frames."""
+    from mlx_qwen3_tts.speech_tokenizer import SpeechTokenizer
+
+    modes = []
+    real = SpeechTokenizer.decode
+    monkeypatch.setattr(SpeechTokenizer, "decode", lambda self, codes, *a, **k: modes.append(
+        k.get("mode", a[0] if a else None)) or real(self, codes, *a, **k))
+    voice = base.create_voice_prompt((reference_audio(), 24000), ref_text="this is my voice.")
+    for mode in ("reference", "exact"):
+        base.generate(TEXT, voice=voice, seed=2, max_frames=3, decode_mode=mode)
+        assert modes[-1] == mode, modes
+
+
 def test_a_stream_joining_a_batch_runs_alone_until_it_speaks(cv):
     """A newcomer's first audio should not wait behind the whole batch's frames and the others'
     chunk decodes: it runs alone from its prefill to its first chunk (the others wait), then

@@ -87,6 +87,16 @@ def test_control_characters_are_dropped(cv):
     a = cv.generate("hello\x00 there\x07, how\x1b are you today?", speaker="vivian", seed=2, max_frames=3)
     b = cv.generate(TEXT, speaker="vivian", seed=2, max_frames=3)
     assert np.array_equal(a.codes, b.codes)
+    from mlx_qwen3_tts.request import check_str
+
+    assert check_str("a\tb\nc\x0bd", "text") == "a\tb\ncd"  # tabs and newlines separate words: kept
+
+
+def test_the_pieces_of_a_split_text_wrap_their_seeds(cv):
+    """Piece i draws with seed + i modulo 2**64: the last seed did not wrap (a TypeError in MLX)."""
+    text = " ".join(f"This is sentence number {i} of a text long enough to split." for i in range(12))
+    seeds = [r.seed for r in cv.job(text, speaker="vivian", seed=2**64 - 1).requests]
+    assert len(seeds) >= 2 and seeds[:2] == [2**64 - 1, 0]
 
 
 def test_instruct_is_for_17b_custom_voice_and_voice_design(cv17, design):

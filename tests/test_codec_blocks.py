@@ -176,3 +176,14 @@ def test_sanitize_folds_drops_transposes_and_is_idempotent(codec):
     conv, convtr = "decoder.pre_conv.conv.weight", "decoder.decoder.2.block.1.conv.weight"
     assert np.array_equal(np.array(once[conv]), before[conv].transpose(0, 2, 1))
     assert np.array_equal(np.array(once[convtr]), before[convtr].transpose(1, 2, 0))
+
+
+def test_an_unused_codebook_entry_is_clamped_not_divided_by_zero():
+    """EuclideanCodebook divides each sum by its usage clamped to 1e-5; the tiny fixtures' usages
+    are all above 0.5, so a zero (an entry training never used) was never seen to give inf."""
+    from mlx_qwen3_tts.models.codec.model import CODEBOOK_EPS, _fold_codebook
+
+    total = mx.array([[1.0, -2.0], [3.0, 4.0]])
+    folded = _fold_codebook("q", {"cluster_usage": mx.array([0.0, 2.0]), "embedding_sum": total})
+    expected = [[1 / CODEBOOK_EPS, -2 / CODEBOOK_EPS], [1.5, 2.0]]
+    np.testing.assert_allclose(np.array(folded), expected, rtol=1e-6)

@@ -154,6 +154,7 @@ def test_quant_predicate_rule():
 
     assert bits("talker.model.text_embedding", 4) == 4
     assert bits("talker.model.layers.3.mlp.gate_proj", 4) == 6
+    assert bits("talker.model.layers.3.mlp.up_proj", 4) == bits("talker.model.layers.3.mlp.down_proj", 4) == 6
     assert bits("talker.model.layers.3.self_attn.q_proj", 4) == 8
     assert bits("talker.code_predictor.model.layers.0.mlp.down_proj", 6) == 6
     assert bits("talker.code_predictor.lm_head.14", 4) == 8

@@ -77,6 +77,27 @@ def test_long_text_split_with_bounded_memory(checkpoint):
     capped = tts.generate(text, speaker="vivian", seed=0, runaway_guard=False, max_frames=7)
     assert capped.frames == 7 and capped.finish_reason == "length"
     assert len(capped.audio) == 7 * 1920
+    # Streamed, the capped call still ends with a final chunk (a server client waits for it).
+    chunks = list(tts.stream_generate(text, speaker="vivian", seed=0, runaway_guard=False, max_frames=7))
+    assert chunks[-1].is_final and chunks[-1].finish_reason == "length"
+    assert sum(c.frames for c in chunks) == 7
+    # Pieces that stop early leave the rest of the budget to the next: 3 + 3 + 1 frames, and only
+    # the call's first chunk is `first_chunk_frames` long (later pieces chunk by `chunk_frames`).
+    with pytest.warns(qt.RunawayWarning):
+        chunks = list(tts.stream_generate(text, speaker="vivian", seed=0, runaway_guard=three, max_frames=7,
+                                          first_chunk_frames=2, chunk_frames=3))
+    assert [c.frames for c in chunks] == [2, 1, 3, 0, 1] and chunks[-1].is_final
+    with pytest.warns(qt.RunawayWarning):
+        assert tts.generate(text, speaker="vivian", seed=0, runaway_guard=three, max_frames=7).frames == 7
+
+
+def test_finish_reasons_and_the_guards_bound():
+    """A split text's reason is its most severe piece's; the bound is 6 s plus 1 s per token."""
+    from mlx_qwen3_tts.synthesis import finish_reason
+
+    assert finish_reason(["eos", "runaway", "length"]) == "runaway"
+    assert finish_reason(["length", "eos"]) == "length" and finish_reason(["eos", "eos"]) == "eos"
+    assert qt.RunawayGuard().frame_cap(5) == 137  # 75 + 12.5 x 5 frames, rounded down
 
 
 def test_split_false_speaks_one_piece(checkpoint):

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -140,6 +141,12 @@ def test_streaming_response_is_a_valid_wav(client, reference):
         data = b"".join(response.iter_bytes())
     audio, sr = sf.read(io.BytesIO(data), dtype="float32")
     assert sr == SR and len(audio) == len(reference.audio)
+    # libsndfile ignores the byte rate and block align; players that seek by them do not. The
+    # sizes are unknown while streaming (0xFFFFFFFF, as ffmpeg writes a pipe).
+    riff_size, fmt = struct.unpack_from("<I", data, 4)[0], struct.unpack_from("<HHIIHH", data, 20)
+    assert (data[:4], data[8:16], riff_size) == (b"RIFF", b"WAVEfmt ", 0xFFFFFFFF)
+    assert fmt == (1, 1, SR, 2 * SR, 2, 16)  # PCM, mono, rate, bytes per second, block align, bits
+    assert data[36:40] == b"data" and struct.unpack_from("<I", data, 40)[0] == 0xFFFFFFFF
 
 
 def test_sse_deltas_then_done(client, reference):
@@ -494,7 +501,10 @@ def test_full_queue_answers_429(cv):
     assert int(info.value.response.headers["retry-after"]) >= 1
 
 
-def test_client_disconnect_stops_synthesis(cv):
+def test_client_disconnect_stops_synthesis(cv, monkeypatch):
+    steps = []  # frames the loop ran
+    real_step = FrameLoop.step
+    monkeypatch.setattr(FrameLoop, "step", lambda self, *a, **k: steps.append(1) or real_step(self, *a, **k))
     app = server.build_app(cv, max_frames=400, first_chunk_frames=1, chunk_frames=1)
     synth = app.state.server.synth
     with serve_in_thread(app) as base:
@@ -507,8 +517,9 @@ def test_client_disconnect_stops_synthesis(cv):
         while synth.pending and time.monotonic() - start < 20:
             time.sleep(0.05)
         assert synth.pending == 0
-        # 400 frames take over 20 s here; the worker stopped at the next chunk instead.
-        assert time.monotonic() - start < 15
+        # 400 frames take over 20 s here; the worker stopped at the next chunk instead. (On a fast
+        # machine all 400 fit in the time bound: the frames run tell.)
+        assert time.monotonic() - start < 15 and len(steps) < 100, len(steps)
 
 
 def test_a_client_that_left_while_queued_is_not_synthesized(cv, monkeypatch):
