@@ -146,8 +146,12 @@ def quantize_model(model: nn.Module, group_size: int, bits: int) -> dict[str, An
 # --------------------------------------------------------------------------- checks
 
 def _check_hf_path(hf_path: str) -> None:
-    if Path(hf_path).expanduser().exists():
+    path = Path(hf_path).expanduser()
+    if hf_path.strip() and path.is_dir():
         return
+    if path.exists():  # a file, or "" (the working folder): the argument must change
+        raise SourceNotFoundError(f"`--hf-path` {hf_path!r} is not a checkpoint folder; pass the folder "
+                                  "that holds config.json, or a Hugging Face repo id.")
     if not is_repo_id(hf_path):
         raise SourceNotFoundError(
             f"`--hf-path` {hf_path} is neither an existing folder nor a Hugging Face repo id like "
@@ -218,7 +222,7 @@ def _check_source(source: Path, target: Path, config: dict[str, Any]) -> None:
             f"{source} is already converted by mlx_qwen3_tts (format {version}); load it as it is "
             f"with mlx_qwen3_tts.load, or convert {made_from} again for another dtype or bits."
         )
-    if "quantization" in config or "quantization_config" in config:
+    if config.get("quantization") is not None or config.get("quantization_config") is not None:
         raise ArgumentError(
             f"{source} is already quantized (an mlx-audio or mlx-lm folder); quantizing it again "
             "would round twice. Load it as it is with mlx_qwen3_tts.load, or convert the original "

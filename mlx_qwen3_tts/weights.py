@@ -61,6 +61,9 @@ def resolve_path(path_or_repo: str | Path, allow_patterns: list[str] | None = No
     Raises:
         ModelLoadError: a file, a path that does not exist, or a repo that cannot be fetched.
     """
+    if not str(path_or_repo).strip():  # Path("") is the working folder: never what was meant
+        raise ModelLoadError("The checkpoint path is empty; pass a folder or a Hugging Face repo id.",
+                             "path_or_repo")
     path = Path(path_or_repo).expanduser()
     if path.exists():
         if not path.is_dir():

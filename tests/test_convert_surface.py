@@ -282,3 +282,28 @@ def test_a_sharded_speech_tokenizer_converts_to_a_folder_that_loads(tiny_q, tmp_
     out = cv.convert(str(source), tmp_path / "out")
     assert not (out / "speech_tokenizer" / "model.safetensors.index.json").exists()
     assert qt.load(out).generate("Hi.", speaker="ryan", max_frames=2).frames == 2
+
+
+def test_a_file_or_an_empty_hf_path_is_a_bad_argument(tmp_path, capsys):
+    """A file exited 1 (a failed load) where a missing path exits 2, and "" meant the working
+    folder; qt.load("") converted nothing but loaded whatever folder Python ran in."""
+    import mlx_qwen3_tts as qt
+
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    for hf_path in (str(tmp_path / "model.safetensors"), ""):
+        code, err = run_main(["--hf-path", hf_path, "--mlx-path", str(tmp_path / "out")], capsys)
+        assert code == 2 and "is not a checkpoint folder" in one_error_line(err)
+    with pytest.raises(ModelLoadError, match="The checkpoint path is empty"):
+        qt.load("")
+
+
+def test_a_null_quantization_entry_is_no_quantization(tiny_q, tmp_path):
+    import shutil
+
+    import mlx_qwen3_tts as qt
+
+    source = shutil.copytree(tiny_q, tmp_path / "src")
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "quantization": None}))
+    out = cv.convert(str(source), tmp_path / "out")  # it was refused as "already quantized"
+    assert qt.load(out).generate("Hi.", speaker="ryan", max_frames=2).frames == 2
