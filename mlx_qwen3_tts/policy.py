@@ -1,7 +1,8 @@
 """How a loaded model computes: one `ComputePolicy` per model, chosen at load for its device.
 
 Every device-dependent choice lives here and nowhere else, held by the model it applies to (no
-process-wide switch, so a CPU model and a GPU model can live in one process):
+process-wide switch of ours; MLX's default device is process-wide, so loaded models share one
+device, `runtime.ModelThread`):
 
 * the talker's activation dtype: on a GPU, as released (bf16, quantized matmuls as stored); on
   the CPU never bf16 by default (MLX's CPU bf16 and quantized kernels are several times slower

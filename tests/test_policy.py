@@ -126,3 +126,18 @@ def test_wiring_on_metal_uses_the_current_device_info_api(monkeypatch, caplog):
     assert wired == [1000, 1000] and "recommended working set" in caplog.text
     qt.ComputePolicy.choose(mx.cpu).wire(nn.Linear(8, 8))  # the CPU never wires
     assert wired == [1000, 1000]
+
+
+def test_models_on_two_kinds_of_device_are_refused_in_one_process(checkpoint):
+    """MLX's default device is process-wide and `mx.stream` sets it for every thread: a CPU
+    model's thread and a GPU model's would switch each other's computations. (Tested from the
+    CPU side: this build has no GPU to start a thread on.)"""
+    from mlx_qwen3_tts.runtime import ModelThread
+
+    cpu = qt.load(checkpoint(), device="cpu")
+    with pytest.raises(qt.ModelLoadError, match="A model on the CPU is loaded in this process") as info:
+        ModelThread(mx.Device(mx.gpu))
+    assert info.value.param == "device"
+    second = ModelThread(mx.Device(mx.cpu))  # the same kind of device: fine
+    second.stop()
+    assert cpu.generate("Hi.", speaker="ryan", max_frames=2).frames == 2
