@@ -111,7 +111,7 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     add("--model", type=str, default=DEFAULT_MODEL,
         help=f"Checkpoint folder or Hugging Face repo id. Default: {DEFAULT_MODEL}")
     add("--dtype", type=str, default=None, choices=list(DTYPES),
-        help="Talker dtype. Default: as stored (bfloat16 in the released files).")
+        help="Talker dtype. Default: as released on a GPU, float32 on the CPU.")
     add("--device", type=str, default=None, choices=["cpu", "gpu"],
         help="MLX device. Default: MLX's default (the GPU on Apple silicon).")
     text = parser.add_mutually_exclusive_group()

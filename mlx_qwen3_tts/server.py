@@ -1069,7 +1069,9 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--model", type=str, required=True, help="Checkpoint folder or Hugging Face repo id.")
     add("--dtype", type=str, default=None, choices=list(DTYPES),
-        help="Talker dtype. Default: as stored.")
+        help="Talker dtype. Default: as released on a GPU, float32 on the CPU.")
+    add("--device", type=str, default=None, choices=["cpu", "gpu"],
+        help="MLX device. Default: MLX's default (the GPU on Apple silicon).")
     add("--host", type=str, default="127.0.0.1", help="Address to listen on. Default: 127.0.0.1")
     add("--port", type=int, default=8000,
         help="Port to listen on; 0 picks a free one (printed). Default: 8000")
@@ -1166,7 +1168,7 @@ def _serve(args: argparse.Namespace) -> None:
     """Listen, load, serve until Ctrl-C or SIGTERM (both a clean exit, after a graceful shutdown)."""
     with listen(args.host, args.port) as sock:
         print(f"[INFO] Loading {args.model}", file=sys.stderr, flush=True)
-        tts = load(args.model, dtype=args.dtype)
+        tts = load(args.model, dtype=args.dtype, device=args.device)
         app = build_app(
             tts, model_name=args.model_name or Path(args.model.rstrip("/")).name,
             default_voice=args.default_voice, voices_folder=args.voices_dir,

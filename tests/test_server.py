@@ -749,6 +749,22 @@ def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
         assert info.value.code == 2
 
 
+def test_serve_loads_on_the_device_asked(monkeypatch, capsys):
+    """The CLI had --device and the server did not: a Mac could not serve from the CPU."""
+    asked = []
+
+    def load(model, **kwargs):
+        asked.append(kwargs)
+        raise qt.ModelLoadError("stop here")
+
+    monkeypatch.setattr(server, "load", load)
+    assert server.main(["--model", "m", "--port", "0", "--device", "cpu", "--dtype", "float16"]) == 1
+    assert asked == [{"dtype": "float16", "device": "cpu"}]
+    with pytest.raises(SystemExit) as info:
+        server.main(["--model", "m", "--device", "tpu"])
+    assert info.value.code == 2
+
+
 def test_serve_in_thread_refuses_a_port_in_use_and_frees_its_own():
     async def app(scope, receive, send):  # never called: no HTTP request is sent
         raise AssertionError("no request was sent")
