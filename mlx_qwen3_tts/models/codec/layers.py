@@ -308,7 +308,9 @@ def _snake_beta(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
     return x + (1.0 / (mx.exp(beta) + 1e-9)) * mx.square(mx.sin(x * mx.exp(alpha)))
 
 
-_snake_beta_fused = mx.compile(_snake_beta)
+# Shapeless: a stream's chunks come in many lengths, and a shape-specific trace was compiled
+# again for each new one, at every decoder stage (elementwise only, so one trace fits all).
+_snake_beta_fused = mx.compile(_snake_beta, shapeless=True)
 
 # Elements of one block of SnakeBeta on the CPU (256 KiB of float32): its five passes run over a
 # block while it sits in L2, and blocks are what the worker threads share out.
