@@ -14,7 +14,7 @@ import mlx.nn as nn
 from .errors import ModelLoadError
 from .models.qwen3_tts import Model, Qwen3TTSConfig
 from .policy import ComputePolicy, log, parse_device
-from .runtime import ModelThread
+from .runtime import ModelThread, live_device_types
 from .speech_tokenizer import SpeechTokenizer
 from .text_tokenizer import TextTokenizer
 from .tts import Qwen3TTS
@@ -154,6 +154,7 @@ def load(
     """
     if policy is None:
         policy = ComputePolicy.choose(parse_device(device), parse_dtype(dtype))
+    _check_one_device(policy.device)
     folder = resolve_path(path_or_repo)
     thread = ModelThread(policy.device)
     try:
@@ -164,6 +165,22 @@ def load(
     # The thread stops (clearing its MLX streams) once nothing uses the model any more.
     weakref.finalize(tts.engine, thread.stop, None)
     return tts
+
+
+def _check_one_device(device: mx.Device) -> None:
+    """ModelLoadError if a live model runs on the other kind of device.
+
+    MLX keeps one default device per process, and `mx.stream(device)` sets it for every thread
+    (only default streams are per thread): a CPU model's thread and a GPU model's thread would
+    each switch the other's computations to their own device.
+    """
+    other = live_device_types() - {device.type}
+    if other:
+        there, here = ("GPU", "CPU") if mx.DeviceType.gpu in other else ("CPU", "GPU")
+        raise ModelLoadError(
+            f"A model on the {there} is loaded in this process, and MLX keeps one default device per "
+            f"process: a {here} model cannot run beside it. Close that one first (tts.close()), or "
+            f"load this one on the {there} too.", "device")
 
 
 def _check_codec_fits(config: Qwen3TTSConfig, speech: SpeechTokenizer, source: Path) -> None:

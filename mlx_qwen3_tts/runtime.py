@@ -19,28 +19,15 @@ from typing import Any, TypeVar
 
 import mlx.core as mx
 
-from .errors import ModelLoadError
-
 T = TypeVar("T")
 _STOP = object()
 _DONE = object()
 _live: "weakref.WeakSet[ModelThread]" = weakref.WeakSet()
 
 
-def _check_one_device(device: mx.Device) -> None:
-    """ModelLoadError if a live model runs on the other kind of device.
-
-    MLX keeps one default device per process, and `mx.stream(device)` sets it for every thread
-    (only default streams are per thread): a CPU model's thread and a GPU model's thread would
-    each switch the other's computations to their own device.
-    """
-    other = {t.device.type for t in list(_live) if t.alive} - {device.type}
-    if other:
-        there, here = ("GPU", "CPU") if mx.DeviceType.gpu in other else ("CPU", "GPU")
-        raise ModelLoadError(
-            f"A model on the {there} is loaded in this process, and MLX keeps one default device per "
-            f"process: a {here} model cannot run beside it. Close that one first (tts.close()), or "
-            f"load this one on the {there} too.", "device")
+def live_device_types() -> set[mx.DeviceType]:
+    """The kinds of device the live model threads of this process run on."""
+    return {t.device.type for t in list(_live) if t.alive}
 
 
 class ModelThread:
@@ -51,7 +38,6 @@ class ModelThread:
     """
 
     def __init__(self, device: mx.Device, name: str = "mlx-qwen3-tts"):
-        _check_one_device(device)
         self.device = device
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
