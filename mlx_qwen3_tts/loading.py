@@ -155,6 +155,7 @@ def load(
     if policy is None:
         policy = ComputePolicy.choose(parse_device(device), parse_dtype(dtype))
     _check_one_device(policy.device)
+    parse_device(policy.device)  # a thread on a device this build lacks would die and leave us waiting
     folder = resolve_path(path_or_repo)
     thread = ModelThread(policy.device)
     try:

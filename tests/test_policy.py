@@ -139,3 +139,15 @@ def test_models_on_two_kinds_of_device_are_refused_in_one_process(checkpoint):
     second = qt.load(checkpoint(), device="cpu")  # the same kind of device: fine
     assert cpu.generate("Hi.", speaker="ryan", max_frames=2).frames == second.generate(
         "Hi.", speaker="ryan", max_frames=2).frames == 2
+
+
+def test_a_policy_for_a_missing_device_is_refused_not_waited_on(checkpoint, monkeypatch):
+    """A GPU policy on a build without a GPU: the model's thread died entering mx.stream(gpu) and
+    load() waited for it forever (pytest-timeout ended the run)."""
+    from mlx_qwen3_tts import loading
+
+    available = mx.is_available
+    monkeypatch.setattr(mx, "is_available", lambda d: d != mx.gpu and available(d))  # any build
+    monkeypatch.setattr(loading, "live_device_types", set)  # as if no other model were loaded
+    with pytest.raises(qt.ModelLoadError, match="not available in this MLX build"):
+        qt.load(checkpoint(), policy=qt.ComputePolicy.choose(mx.gpu))
