@@ -15,6 +15,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import mlx.core as mx
@@ -43,6 +44,7 @@ class ModelThread:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._lock = threading.Lock()
         self._stopped = False
+        self._closed = "This model has been closed; load it again."  # what calls get once stopped
         self._thread.start()
         _live.add(self)
 
@@ -60,7 +62,7 @@ class ModelThread:
         future: Future = Future()
         with self._lock:
             if self._stopped:
-                raise RuntimeError("This model has been closed; load it again.")
+                raise RuntimeError(self._closed)
             self._tasks.put((fn, args, kwargs, future))
         return future.result()
 
@@ -92,7 +94,12 @@ class ModelThread:
             self._thread.join(timeout)
 
     def _serve(self) -> None:
-        with mx.stream(self.device):
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(mx.stream(self.device))
+            except (RuntimeError, ValueError, IndexError) as e:  # a device this build lacks: no stream
+                self._refuse_all(e)
+                return
             while (task := self._tasks.get()) is not _STOP:
                 fn, args, kwargs, future = task
                 if not future.set_running_or_notify_cancel():
@@ -104,6 +111,18 @@ class ModelThread:
                 del task, fn, args, kwargs, future  # hold no references while idle
             mx.synchronize()
         mx.clear_streams()
+
+    def _refuse_all(self, error: Exception) -> None:
+        # Every call queued or to come fails with the reason, instead of waiting for a thread
+        # that is gone.
+        with self._lock:
+            self._stopped = True
+            self._closed = f"This model's thread could not start on {self.device}: {error}"
+        while not self._tasks.empty():
+            task = self._tasks.get()
+            if task is not _STOP and task[3].set_running_or_notify_cancel():
+                task[3].set_exception(RuntimeError(self._closed))
+
 
 
 @atexit.register

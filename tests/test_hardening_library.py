@@ -310,3 +310,15 @@ def test_undecodable_weights_name_the_fix(checkpoint, tmp_path):
     with pytest.raises(qt.SynthesisError, match="weights are broken") as info:
         tts.generate(TEXT, speaker="ryan", max_frames=2)
     assert "float32" not in str(info.value)
+
+
+def test_a_model_thread_that_cannot_start_refuses_calls_instead_of_hanging():
+    """Its thread died entering `mx.stream` on a device this build lacks, and every call waited
+    forever for it (load() with such a policy hung until pytest-timeout)."""
+    from mlx_qwen3_tts.runtime import ModelThread
+
+    thread = ModelThread(mx.Device(mx.cpu, 5))  # no fifth CPU device in any build
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match=r"could not start on Device\(cpu, 5\)"):
+            thread.run(lambda: 1)
+    assert not thread.alive
