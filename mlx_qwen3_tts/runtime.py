@@ -86,10 +86,12 @@ class ModelThread:
     def stop(self, timeout: float | None = 30.0) -> None:
         """Finish the queued calls, end this thread's MLX work and let it exit."""
         with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            self._tasks.put(_STOP)
+            if not self._stopped:
+                self._stopped = True
+                self._tasks.put(_STOP)
+        # Joined by every stop, not the first only: a `close()` that gave up on a long generation
+        # must not make the exit's stop skip the wait, or the interpreter can finalize while the
+        # thread still ends its MLX work (an abort: "terminate called without an active exception").
         if not self.on_thread():
             self._thread.join(timeout)
 

@@ -160,11 +160,15 @@ class TextStream:
             if not self._ready():
                 return
             self._start()
-        while self.last is None and self._ready():
+        # `close()` may come from another thread while this generator waits at a yield: it drops
+        # the loop, so each step starts by checking it is still there.
+        while self.last is None and self.loop is not None and self._ready():
             for _, codes in self.loop.step():
                 chunk = self.out.frame(codes)
                 if chunk is not None:
                     yield chunk
+            if self.loop is None:
+                return
             if self.row.error is not None:
                 self.done = True
                 raise self.row.error

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import mlx.core as mx
@@ -322,3 +323,37 @@ def test_a_model_thread_that_cannot_start_refuses_calls_instead_of_hanging():
         with pytest.raises(RuntimeError, match=r"could not start on Device\(cpu, 5\)"):
             thread.run(lambda: 1)
     assert not thread.alive
+
+
+def test_a_stop_that_gave_up_does_not_make_the_next_skip_the_wait():
+    """close() gave up after its timeout on a long generation; the exit's stop then returned at
+    once (already stopped) and the interpreter finalized under the thread's MLX work: an abort."""
+    import threading
+
+    from mlx_qwen3_tts.runtime import ModelThread
+
+    thread, started = ModelThread(mx.Device(mx.cpu)), threading.Event()
+    worker = threading.Thread(target=thread.run, args=(lambda: started.set() or time.sleep(1.0),))
+    worker.start()
+    started.wait(10)
+    thread.stop(timeout=0.05)  # gives up: the task is still running
+    assert thread._thread.is_alive()
+    thread.stop(timeout=10)  # waits this time
+    assert not thread._thread.is_alive()
+    worker.join()
+
+
+def test_snake_beta_on_the_cpu_works_when_its_pool_is_shut_down(monkeypatch):
+    """At interpreter shutdown the pool refuses new work ("cannot schedule new futures after
+    interpreter shutdown"): a non-daemon thread's generate failed in its decode."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlx_qwen3_tts.models.codec import layers
+
+    x = mx.random.normal((1, 4000, 64), key=mx.random.key(0))
+    alpha, beta = mx.random.normal((64,), key=mx.random.key(1)), mx.random.normal((64,), key=mx.random.key(2))
+    expected = layers._snake_beta_cpu(x, alpha, beta)
+    closed = ThreadPoolExecutor(2)
+    closed.shutdown()
+    monkeypatch.setattr(layers, "_snake_pool", lambda: closed)
+    assert mx.array_equal(layers._snake_beta_cpu(x, alpha, beta), expected)

@@ -82,3 +82,14 @@ def test_stream_errors(cv, checkpoint):
         with cv.open_stream(speaker="nobody") as s:
             s.feed("hello there friend, how are you")
             list(s.finish())
+
+
+def test_closing_a_stream_while_its_audio_is_read_ends_the_reading(cv):
+    """close() dropped the frame loop under a reader waiting at a yield, which then called
+    `None.step()` (an AttributeError)."""
+    s = cv.open_stream(speaker="vivian", first_chunk_frames=1, chunk_frames=1, max_frames=30)
+    s.feed("a long text, with many words to speak one after the other, so there is audio to read")
+    audio = s.audio()
+    assert next(audio).frames == 1
+    s.close()
+    assert list(audio) == [] and list(s.finish()) == []

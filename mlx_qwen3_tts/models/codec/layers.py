@@ -347,10 +347,11 @@ def _snake_beta_cpu(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
     out = np.empty(flat.shape, np.float32)
     step = max(1, SNAKE_BLOCK_ELEMENTS // flat.shape[1])
     blocks = [range(i, min(i + step, len(flat))) for i in range(0, len(flat), step)]
-    if len(blocks) == 1:
-        _snake_rows(flat, scale, gain, out, blocks[0])
-    else:
-        list(_snake_pool().map(functools.partial(_snake_rows, flat, scale, gain, out), blocks))
+    rows = functools.partial(_snake_rows, flat, scale, gain, out)
+    try:
+        list(_snake_pool().map(rows, blocks) if len(blocks) > 1 else map(rows, blocks))
+    except RuntimeError:  # the pool refuses work once the interpreter shuts down: on this thread
+        list(map(rows, blocks))
     return mx.array(out.reshape(values.shape)).astype(dtype)
 
 
