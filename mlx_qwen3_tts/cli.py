@@ -282,7 +282,7 @@ def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
                 raise UsageError(f"{out_flag} {out} is the {in_flag} file: writing it would destroy "
                                  "the input; choose another output file.")
     voice_out = outputs["--save-voice"]
-    if voice_out is not None and Path(voice_out).resolve() == Path(outputs["--out"]).resolve():
+    if voice_out is not None and _same_file(voice_out, outputs["--out"]):
         raise UsageError(f"--save-voice {voice_out} is also the --out file: the audio would overwrite "
                          "the saved voice; choose two files.")
 
@@ -294,10 +294,15 @@ def _check_voice_name(flag_name: str, value: str) -> None:
         raise UsageError(f"{flag_name}: {_message(e)}") from e
 
 
+def _saved_voice_file(value: str) -> Path:
+    """The file `--save-voice VALUE` writes: the path, or the name's file in the voices folder."""
+    return Path(value) if is_voice_path(value) else voice_path(value)
+
+
 def _check_replaceable(value: str) -> None:
     """--save-voice may replace a saved voice (a warning says so when it does), never another
     file: `--save-voice notes.txt` or `model.safetensors` would destroy it."""
-    path = Path(value) if is_voice_path(value) else voice_path(value)
+    path = _saved_voice_file(value)
     if not path.exists() and not path.is_symlink():
         return
     try:
@@ -334,7 +339,7 @@ def _voice_kwargs(tts: Qwen3TTS, args: argparse.Namespace, log: _Log) -> dict[st
     if args.script is not None:
         return kwargs  # the script names each turn's voice
     if args.save_voice is not None:
-        target = Path(args.save_voice) if is_voice_path(args.save_voice) else voice_path(args.save_voice)
+        target = _saved_voice_file(args.save_voice)
         if target.exists():  # a saved voice: `_check_replaceable` refused anything else
             log.warning(f"--save-voice {args.save_voice}: replacing the voice saved in {target}")
         prompt = tts.create_voice_prompt(args.ref_audio, args.ref_text)

@@ -126,7 +126,6 @@ class ModelThread:
                 task[3].set_exception(RuntimeError(self._closed))
 
 
-
 @atexit.register
 def _stop_all() -> None:
     # atexit runs while daemon threads still live: stop each so it clears its streams first.

@@ -162,7 +162,7 @@ class TextStream:
             self._start()
         # `close()` may come from another thread while this generator waits at a yield: it drops
         # the loop, so each step starts by checking it is still there.
-        while self.last is None and self.loop is not None and self._ready():
+        while self.last is None and self._ready():
             for _, codes in self.loop.step():
                 chunk = self.out.frame(codes)
                 if chunk is not None:

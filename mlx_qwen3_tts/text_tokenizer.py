@@ -52,9 +52,9 @@ def _added_tokens(folder: Path) -> dict[int, tuple[str, bool]]:
     """Added tokens by id from `tokenizer_config.json`, else the released set."""
     config_file = folder / "tokenizer_config.json"
     config = read_json(config_file, required=False)
-    decoder = config.get("added_tokens_decoder") if isinstance(config, dict) else None
     if config is not None and not isinstance(config, dict):
         raise ModelLoadError(f"{config_file} must hold a JSON object.")
+    decoder = (config or {}).get("added_tokens_decoder")
     if not decoder:
         return {i: (s, i not in tokens.NOT_SPECIAL) for i, s in tokens.ADDED_TOKENS.items()}
     try:
