@@ -25,6 +25,7 @@ from .errors import SynthesisError
 from .models.talker import Talker
 from .prompt import FixedText, Prompt, TextSource
 from .request import Request
+from .runtime import check_abandoned
 from .sampling import RowSettings, process_talker_logits, sample, talker_ban_mask
 from .tokens import NUM_CODE_GROUPS
 
@@ -338,7 +339,11 @@ class FrameLoop:
 
         `ahead=False` queues nothing after this frame (the next call builds its own): for a
         caller that will do its own work on these codes first and wants the machine for it.
+
+        Raises:
+            Abandoned: on a model thread, the caller of the call running this loop stopped waiting.
         """
+        check_abandoned()
         if self.queued is None:
             self.queued = self._build()
             if self.queued is None:

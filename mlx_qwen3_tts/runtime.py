@@ -6,7 +6,10 @@ and `mx.clear_streams()`, or the process can abort at exit ("terminate called wi
 exception", MLX 0.32.4). So a model owns one `ModelThread`: loading, generation, streaming,
 text sessions and the server's batches all run there, whichever thread calls them, and the
 thread clears its streams when it stops (when the model is closed or collected, or at exit).
-Callers on other threads only wait for results; they never touch MLX.
+Callers on other threads only wait for results; they never touch MLX. A caller that stops
+waiting (Ctrl-C while `generate` runs) abandons its call: one not started never runs, one that
+runs ends at its next `check_abandoned()` (the frame loop calls it every frame), so the thread
+is free for the next call within a frame instead of finishing audio nobody will read.
 """
 
 import atexit
@@ -24,6 +27,23 @@ T = TypeVar("T")
 _STOP = object()
 _DONE = object()
 _live: "weakref.WeakSet[ModelThread]" = weakref.WeakSet()
+_running = threading.local()  # on a model thread: the `_Call` it is running
+
+
+class Abandoned(RuntimeError):
+    """Raised on a model thread inside a call whose caller stopped waiting for its result."""
+
+
+class _Call(Future):
+    abandoned = False  # set by the caller that stopped waiting while the call ran
+
+
+def check_abandoned() -> None:
+    """Raise `Abandoned` if this is a model thread whose current call's caller stopped waiting
+    for it; do nothing anywhere else. Cheap: long loops call it at every step."""
+    call = getattr(_running, "call", None)
+    if call is not None and call.abandoned:
+        raise Abandoned("The caller stopped waiting for this call.")
 
 
 def live_device_types() -> set[mx.DeviceType]:
@@ -59,12 +79,18 @@ class ModelThread:
         """`fn(*args, **kwargs)` on this thread; its result, or its exception re-raised here."""
         if self.on_thread():
             return fn(*args, **kwargs)
-        future: Future = Future()
+        future = _Call()
         with self._lock:
             if self._stopped:
                 raise RuntimeError(self._closed)
             self._tasks.put((fn, args, kwargs, future))
-        return future.result()
+        try:
+            return future.result()
+        finally:
+            # Interrupted while waiting (KeyboardInterrupt): a call still queued never runs, one
+            # that runs stops at its next `check_abandoned()`.
+            if not future.done() and not future.cancel():
+                future.abandoned = True
 
     def iterate(self, make: Callable[[], Iterator[T]]) -> Iterator[T]:
         """Items of the iterator `make()` builds, each produced on this thread when asked for.
@@ -106,10 +132,12 @@ class ModelThread:
                 fn, args, kwargs, future = task
                 if not future.set_running_or_notify_cancel():
                     continue
+                _running.call = future
                 try:
                     future.set_result(fn(*args, **kwargs))
                 except BaseException as e:  # handed to the caller, who re-raises it
                     future.set_exception(e)
+                _running.call = None
                 del task, fn, args, kwargs, future  # hold no references while idle
             mx.synchronize()
         mx.clear_streams()

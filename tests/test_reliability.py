@@ -1,14 +1,22 @@
-"""Runaway guard, long texts with bounded memory, determinism across processes."""
+"""Runaway guard, long texts with bounded memory, determinism across processes, interrupted
+calls."""
 
+import signal
 import subprocess
 import sys
+import threading
+import time
 import warnings
+from collections import Counter
+from contextlib import contextmanager
 
 import mlx.core as mx
 import pytest
 from conftest import read_weights
 
 import mlx_qwen3_tts as qt
+from mlx_qwen3_tts.generate import FrameLoop
+from mlx_qwen3_tts.runtime import ModelThread
 from mlx_qwen3_tts.text_split import split_text
 
 
@@ -138,3 +146,65 @@ def test_non_finite_logits_are_reported(checkpoint, tmp_path):
     tts = qt.load(folder)
     with pytest.raises(qt.SynthesisError, match="non-finite logits at frame 0"):
         tts.generate("hello.", speaker="vivian", max_frames=3)
+
+
+@contextmanager
+def ctrl_c_when(event: threading.Event, delay: float = 0.0):
+    """SIGINT to the main thread (this test's) `delay` seconds after `event` is set, as a user's
+    Ctrl-C."""
+    main = threading.main_thread().ident
+
+    def send():
+        if event.wait(60):
+            time.sleep(delay)
+            signal.pthread_kill(main, signal.SIGINT)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        yield
+    finally:
+        event.set()
+        sender.join()
+
+
+@pytest.fixture
+def counted_steps(monkeypatch):
+    """Frames each `FrameLoop` stepped, in the order the loops started; `started` is set at the
+    first loop's fifth step."""
+    steps, started, step = Counter(), threading.Event(), FrameLoop.step
+
+    def counted(self, *args, **kwargs):
+        steps[self] += 1
+        if steps[self] == 5:
+            started.set()
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(FrameLoop, "step", counted)
+    return steps, started
+
+
+def test_ctrl_c_during_generate_stops_the_generation_at_the_next_frame(never_stops, counted_steps):
+    # The caller got KeyboardInterrupt at once, but the model's thread ran the generation on to
+    # its 3,000-frame limit, and the next call waited for it.
+    steps, started = counted_steps
+    with ctrl_c_when(started), pytest.raises(KeyboardInterrupt):
+        never_stops.generate("hi.", speaker="vivian", seed=0, max_frames=3000, runaway_guard=False)
+    after = never_stops.generate("hi.", speaker="vivian", seed=0, max_frames=3)  # queued behind it
+    assert after.frames == 3
+    abandoned, _ = steps.values()
+    assert 5 <= abandoned <= 25
+
+
+def test_a_call_abandoned_before_it_starts_never_runs():
+    thread, busy, ran = ModelThread(mx.Device(mx.cpu)), threading.Event(), []
+    release = threading.Event()
+    worker = threading.Thread(target=thread.run, args=(lambda: busy.set() or release.wait(60),))
+    worker.start()
+    # `busy` may be set before this thread waits for its call: the delay lets it get there.
+    with ctrl_c_when(busy, delay=0.5), pytest.raises(KeyboardInterrupt):
+        thread.run(ran.append, "queued")  # waits behind the busy call until Ctrl-C
+    release.set()
+    worker.join()
+    assert thread.run(lambda: "next") == "next" and ran == []
+    thread.stop()
