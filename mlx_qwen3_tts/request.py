@@ -163,6 +163,7 @@ class GenerationConfig:
                 temperature=0.0 if greedy else field(f"{prefix}temperature", 0.9, float),
                 top_k=field(f"{prefix}top_k", 50, int),
                 top_p=field(f"{prefix}top_p", 1.0, float),
+                prefix=prefix,
             )
 
         max_new_tokens = field("max_new_tokens", 2048, int)

@@ -6,7 +6,7 @@ top-p and a categorical draw. The code predictor only applies temperature, top-k
 `temperature == 0` means argmax after the processors, as the reference's `do_sample=False`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 
@@ -34,15 +34,19 @@ class SamplerSettings:
     temperature: float
     top_k: int
     top_p: float
+    # How the arguments are named where they come from: "subtalker_" for the code predictor's.
+    prefix: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self):
+        temperature, top_k, top_p = (f"{self.prefix}{n}" for n in ("temperature", "top_k", "top_p"))
         if not self.temperature >= 0:
-            raise SynthesisError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
-        check_scale("temperature", self.temperature, zero_allowed=True)
+            raise SynthesisError(f"`{temperature}` must be >= 0 (0 = greedy), got {self.temperature}.",
+                                 temperature)
+        check_scale(f"`{temperature}`", self.temperature, zero_allowed=True, param=temperature)
         if not (isinstance(self.top_k, int) and self.top_k >= 0):
-            raise SynthesisError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}.")
+            raise SynthesisError(f"`{top_k}` must be an integer >= 0 (0 = off), got {self.top_k!r}.", top_k)
         if not 0 < self.top_p <= 1:
-            raise SynthesisError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}.")
+            raise SynthesisError(f"`{top_p}` must be in (0, 1] (1 = off), got {self.top_p}.", top_p)
 
 
 def apply_repetition_penalty(logits: mx.array, seen: mx.array, penalty: float | mx.array) -> mx.array:

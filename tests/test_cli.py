@@ -302,6 +302,17 @@ def test_mode_errors_name_the_flags(checkpoint, variant, argv, message, capsys):
     assert code == 2 and message in err.splitlines()[-1]
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--temperature", "-1"], "--temperature must be >= 0"),
+    (["--top-k", "-1"], "--top-k must be an integer >= 0"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+])
+def test_sampling_errors_name_the_flags(cv, argv, message, tmp_path, capsys):
+    code, err = main_in_process(["--model", str(cv), "--text", TEXT, "--out", str(tmp_path / "x.wav"), *argv],
+                                capsys)
+    assert code == 2 and message in err.splitlines()[-1], err
+
+
 def test_library_error_exits_1_with_a_traceback_only_when_verbose(tmp_path, capsys):
     argv = ["--model", str(tmp_path / "no-such-checkpoint"), "--text", TEXT]
     code, err = main_in_process(argv, capsys)
