@@ -55,7 +55,8 @@ DEFAULT_OUT = "output.wav"
 # Library arguments the flags do not spell as `--` + the name with dashes.
 FLAG_NAMES = {"path_or_repo": "--model", "runaway_guard": "--no-runaway-guard"}
 # Output suffix -> (soundfile format, subtype).
-FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
+           ".mp3": ("MP3", "MPEG_LAYER_III")}
 
 
 class UsageError(Exception):
@@ -206,6 +207,10 @@ def _check_out(path: str) -> None:
         raise UsageError(
             f"--out {path}: unknown audio format {out.suffix!r}; use one of {', '.join(FORMATS)}."
         )
+    format_name = FORMATS[out.suffix.lower()][0]
+    if format_name not in sf.available_formats():  # MP3 needs libsndfile 1.1 (soundfile's wheels)
+        raise UsageError(f"--out {path}: this libsndfile ({sf.__libsndfile_version__}) cannot write "
+                         f"{format_name}; use .wav, or install soundfile's wheel (pip install -U soundfile).")
     if not out.parent.is_dir():
         raise UsageError(f"--out {path}: folder {out.parent} does not exist.")
     # Found before the model loads and the text is spoken, not when the audio is written.

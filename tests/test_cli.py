@@ -152,6 +152,17 @@ def test_standard_input_to_ogg_quietly(cv, tmp_path):
     assert info.format == "OGG" and info.samplerate == 24000 and info.frames == 4 * SAMPLES_PER_FRAME
 
 
+def test_mp3_out_streamed(cv, tmp_path):
+    proc = run_cli("--model", cv, "--speaker", "serena", "--max-frames", 6, "--seed", 2, "--text", TEXT,
+                   "--stream", "--out", "f.mp3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    info = sf.info(tmp_path / "f.mp3")
+    expected = qt.load(cv).generate(TEXT, speaker="serena", max_frames=6, seed=2).audio
+    assert info.format == "MP3" and info.samplerate == 24000 and info.frames == len(expected)
+    heard = sf.read(tmp_path / "f.mp3", dtype="float32")[0]
+    assert np.corrcoef(heard, np.clip(expected, -1, 1))[0, 1] > 0.9  # lossy, but the same audio
+
+
 def test_voice_design(checkpoint, tmp_path):
     proc = run_cli("--model", checkpoint("tiny-1.7b", "voice_design"), "--text", TEXT,
                    "--instruct", "a calm, low voice", "--max-frames", 4, "--seed", 0, "--out", "e.wav",
@@ -326,7 +337,7 @@ def test_library_error_exits_1_with_a_traceback_only_when_verbose(tmp_path, caps
     ([], "nothing to say"),
     (["--text", "  "], "nothing to say"),
     (["--text", "hi", "--language", "klingon"], "Unsupported language 'klingon'"),
-    (["--text", "hi", "--out", "x.mp3"], "unknown audio format '.mp3'"),
+    (["--text", "hi", "--out", "x.m4a"], "unknown audio format '.m4a'"),
     (["--text", "hi", "--out", "no/such/folder/x.wav"], "does not exist"),
     (["--text", "hi", "--ref-text", "words"], "pass --ref-audio too"),
     (["--text", "hi", "--save-voice", "v.safetensors"], "pass --ref-audio too"),
@@ -488,3 +499,10 @@ def test_a_text_file_with_a_byte_order_mark_is_read_without_it(cv, tmp_path, cap
         code, err = main_in_process([*common, *source, "--out", str(tmp_path / out)], capsys)
         assert code == 0, err
     np.testing.assert_array_equal(read_pcm(tmp_path / "file.wav")[0], read_pcm(tmp_path / "text.wav")[0])
+
+
+def test_a_format_this_libsndfile_cannot_write_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sf, "available_formats", lambda: {"WAV": "WAV", "FLAC": "FLAC", "OGG": "OGG"})
+    code, err = main_in_process(["--model", str(tmp_path / "never-loaded"), "--text", "hi",
+                                 "--out", str(tmp_path / "x.mp3")], capsys)
+    assert code == 2 and "cannot write MP3; use .wav" in err.splitlines()[-1], err
