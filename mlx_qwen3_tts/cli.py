@@ -56,7 +56,7 @@ DEFAULT_OUT = "output.wav"
 FLAG_NAMES = {"path_or_repo": "--model", "runaway_guard": "--no-runaway-guard"}
 # Output suffix -> (soundfile format, subtype).
 FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
-           ".mp3": ("MP3", "MPEG_LAYER_III")}
+           ".mp3": ("MP3", "MPEG_LAYER_III"), ".opus": ("OGG", "OPUS")}
 
 
 class UsageError(Exception):
@@ -207,10 +207,12 @@ def _check_out(path: str) -> None:
         raise UsageError(
             f"--out {path}: unknown audio format {out.suffix!r}; use one of {', '.join(FORMATS)}."
         )
-    format_name = FORMATS[out.suffix.lower()][0]
-    if format_name not in sf.available_formats():  # MP3 needs libsndfile 1.1 (soundfile's wheels)
+    format_name, subtype = FORMATS[out.suffix.lower()]
+    # MP3 needs libsndfile 1.1, Opus 1.0.29: soundfile's wheels bundle a recent one.
+    if format_name not in sf.available_formats() or subtype not in sf.available_subtypes(format_name):
         raise UsageError(f"--out {path}: this libsndfile ({sf.__libsndfile_version__}) cannot write "
-                         f"{format_name}; use .wav, or install soundfile's wheel (pip install -U soundfile).")
+                         f"{out.suffix.lower()}; use .wav, or install soundfile's wheel "
+                         "(pip install -U soundfile).")
     if not out.parent.is_dir():
         raise UsageError(f"--out {path}: folder {out.parent} does not exist.")
     # Found before the model loads and the text is spoken, not when the audio is written.

@@ -15,9 +15,10 @@ No web page can drive the server: POST bodies must be `application/json` (which 
 preflight, and no CORS header is ever sent), and by default only loopback `Host` names are
 answered (against DNS rebinding; `allowed_hosts` adds names).
 
-pcm, wav and mp3 are encoded and sent chunk by chunk as `stream_generate` yields them (wav with
-an 'unknown length' header, mp3 at a constant bit rate); flac is sent whole when done, because
-its header must hold the length. `stream_format="sse"` wraps the same bytes in OpenAI's events.
+pcm, wav, mp3 and opus are encoded and sent chunk by chunk as `stream_generate` yields them (wav
+with an 'unknown length' header, mp3 at a constant bit rate, opus in Ogg pages of about a second
+each); flac is sent whole when done, because its header must hold the length.
+`stream_format="sse"` wraps the same bytes in OpenAI's events.
 
 Needs the `server` extra: pip install 'mlx-qwen3-tts[server]'.
 """
@@ -98,8 +99,12 @@ RETRY_AFTER = 1  # seconds a client told 429 waits before trying again (the open
 SHUTDOWN_GRACE = 5  # seconds streams in progress get to finish at shutdown; then they are cut
 BACKLOG = 2048  # uvicorn's
 MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
-FORMATS = ("mp3", "wav", "flac", "pcm")
-CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
+FORMATS = ("mp3", "opus", "wav", "flac", "pcm")
+CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "wav": "audio/wav", "flac": "audio/flac",
+                 "pcm": "audio/pcm"}
+# Formats libsndfile encodes as the audio comes: soundfile's (format, subtype) and settings.
+ENCODED = {"mp3": ("MP3", "MPEG_LAYER_III", {"compression_level": MP3_LEVEL, "bitrate_mode": "CONSTANT"}),
+           "opus": ("OGG", "OPUS", {})}
 LOOPBACK_NAMES = ("localhost",)  # besides loopback IP literals (127.0.0.0/8, [::1])
 
 
@@ -243,13 +248,14 @@ class _StreamSink(io.RawIOBase):
         return new
 
 
-class _Mp3Encoder:
-    """Constant-bit-rate MP3 encoded chunk by chunk (so decoders can estimate its length)."""
+class _CompressedEncoder:
+    """MP3 (constant bit rate, so decoders can estimate its length) or Ogg Opus, encoded chunk
+    by chunk; libsndfile hands out Ogg pages of about a second of audio each."""
 
-    def __init__(self, sample_rate: int):
+    def __init__(self, response_format: str, sample_rate: int):
         self.sink = _StreamSink()
-        self.file = sf.SoundFile(self.sink, "w", sample_rate, 1, format="MP3",
-                                 compression_level=MP3_LEVEL, bitrate_mode="CONSTANT")
+        format_name, subtype, settings = ENCODED[response_format]
+        self.file = sf.SoundFile(self.sink, "w", sample_rate, 1, subtype, format=format_name, **settings)
 
     def feed(self, audio: np.ndarray) -> bytes:
         if audio.size:
@@ -279,9 +285,13 @@ class _FlacEncoder:
 
 
 @cache
-def mp3_supported() -> bool:
-    """Whether this libsndfile writes MP3 (1.1.0 and later do; soundfile's wheels bundle one)."""
-    return "MP3" in sf.available_formats()
+def encodable(response_format: str) -> bool:
+    """Whether this libsndfile writes `response_format` (MP3 needs 1.1.0, Opus 1.0.29;
+    soundfile's wheels bundle a recent one)."""
+    if response_format not in ENCODED:
+        return True  # written by this module or as FLAC, which every libsndfile writes
+    format_name, subtype, _ = ENCODED[response_format]
+    return format_name in sf.available_formats() and subtype in sf.available_subtypes(format_name)
 
 
 def _encoder(response_format: str, sample_rate: int):
@@ -291,7 +301,7 @@ def _encoder(response_format: str, sample_rate: int):
         return _WavEncoder(sample_rate)
     if response_format == "flac":
         return _FlacEncoder(sample_rate)
-    return _Mp3Encoder(sample_rate)
+    return _CompressedEncoder(response_format, sample_rate)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -833,9 +843,10 @@ class _Server:
                        "model", "model_not_found")
 
     def _job(self, req: SpeechRequest) -> _Job:
-        if req.response_format == "mp3" and not mp3_supported():
+        if not encodable(req.response_format):
             raise ApiError(400, f"This server's libsndfile ({sf.__libsndfile_version__}) cannot write "
-                           "MP3; ask for wav, flac or pcm.", "response_format", "unsupported_value")
+                           f"{req.response_format}; ask for wav, flac or pcm.", "response_format",
+                           "unsupported_value")
         voice_kwargs, saved = self.voices.resolve(req.voice)
         kwargs = dict(voice_kwargs, language=req.language, instruct=req.instructions, speed=req.speed,
                       seed=req.seed if req.seed is not None else new_seed(),
