@@ -461,6 +461,8 @@ class StreamBatch:
             if owner is stream:
                 row.finish("dropped")
                 del self.rows[id(row)]
+        for loop in (self.loop, self.fresh):
+            loop.release_stopped()  # the batch may be idle now: no step would free its state
 
     def step(self) -> list[tuple[JobStream, AudioChunk | SynthesisError]]:
         """Admit waiting streams, run one frame (of the new streams while there are any, else
