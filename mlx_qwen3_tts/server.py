@@ -211,11 +211,12 @@ class _StreamSink(io.RawIOBase):
 
     At close the MP3 encoder seeks back to fill in its info frame; rewrites of bytes already
     sent are dropped, leaving a silent frame there, which every decoder plays as 24 ms of silence.
+    Only the bytes not yet taken are kept: an hour's stream holds no hour of audio.
     """
 
     def __init__(self):
         super().__init__()
-        self.data, self.sent, self.pos = bytearray(), 0, 0
+        self.pending, self.sent, self.pos = bytearray(), 0, 0  # pending: the bytes from `sent` on
 
     def writable(self) -> bool:
         return True
@@ -226,16 +227,17 @@ class _StreamSink(io.RawIOBase):
     def write(self, b) -> int:
         b = bytes(b)
         end = self.pos + len(b)
-        if end > len(self.data):
-            self.data.extend(bytes(end - len(self.data)))
+        if end > self.sent + len(self.pending):
+            self.pending.extend(bytes(end - self.sent - len(self.pending)))
         start = max(self.pos, self.sent)
         if end > start:
-            self.data[start:end] = b[start - self.pos:]
+            self.pending[start - self.sent:end - self.sent] = b[start - self.pos:]
         self.pos = end
         return len(b)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.data)}[whence]
+        size = self.sent + len(self.pending)
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: size}[whence]
         self.pos = base + offset
         return self.pos
 
@@ -243,8 +245,9 @@ class _StreamSink(io.RawIOBase):
         return self.pos
 
     def take(self) -> bytes:
-        new = bytes(self.data[self.sent:])
-        self.sent = len(self.data)
+        new = bytes(self.pending)
+        self.sent += len(new)
+        self.pending.clear()
         return new
 
 

@@ -346,6 +346,26 @@ def test_a_body_that_never_ends_times_out(cv):
         server.build_app(cv, body_timeout=0)
 
 
+def test_a_long_mp3_stream_keeps_only_what_it_has_not_sent():
+    """The encoder's file kept every byte it had sent: 36 MB for an hour of audio."""
+    import tracemalloc
+
+    encoder = server._encoder("mp3", SR)
+    second = np.sin(np.arange(SR) * 0.05).astype(np.float32)
+    sent = [encoder.feed(second)]
+    tracemalloc.start()
+    try:
+        for _ in range(60):  # a minute of audio: ~600 KB of MP3
+            sent.append(encoder.feed(second))
+        held = tracemalloc.get_traced_memory()[0] - sum(len(b) for b in sent[1:])
+    finally:
+        tracemalloc.stop()
+    sent.append(encoder.finish())
+    assert held < 50_000, held
+    audio, sr = sf.read(io.BytesIO(b"".join(sent)), dtype="float32")
+    assert sr == SR and 61 * SR <= len(audio) <= 61 * SR + 2400
+
+
 @pytest.mark.parametrize("fmt", ["mp3", "opus"])
 def test_a_format_refused_clearly_without_libsndfile_support(client, monkeypatch, fmt):
     monkeypatch.setattr(server, "encodable", lambda response_format: response_format != fmt)
