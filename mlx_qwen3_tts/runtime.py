@@ -4,9 +4,15 @@ MLX streams are thread-local (since MLX 0.31.2 on every device): a stream made o
 cannot be used on another, and a thread that did MLX work must end it with `mx.synchronize()`
 and `mx.clear_streams()`, or the process can abort at exit ("terminate called without an active
 exception", MLX 0.32.4). So a model owns one `ModelThread`: loading, generation, streaming,
-text sessions and the server's batches all run there, whichever thread calls them, and the
-thread clears its streams when it stops (when the model is closed or collected, or at exit).
-Callers on other threads only wait for results; they never touch MLX. A caller that stops
+text sessions and the server's batches all run there, whichever thread calls them. Callers on
+other threads only wait for results; they never touch MLX.
+
+The OS threads under model threads are kept for the process's life and reused: MLX never ends
+the native thread of a thread's CPU stream (`mx.clear_streams()` does not, 0.32.4), nor MKL the
+OpenMP team of a thread that called it, so an OS thread per loaded model leaked 1-2 native
+threads and 3-40 MB with every load and close. A `_Worker` serves one model thread at a time,
+from its `mx.stream(device)` to its stop, then waits for the next model on that device; at exit
+each worker synchronizes and clears its streams. A caller that stops
 waiting (Ctrl-C while `generate` runs) abandons its call: one not started never runs, one that
 runs ends at its next `check_abandoned()` (the frame loop calls it every frame), so the thread
 is free for the next call within a frame instead of finishing audio nobody will read.
@@ -24,9 +30,13 @@ from typing import Any, TypeVar
 import mlx.core as mx
 
 T = TypeVar("T")
-_STOP = object()
+_STOP = object()  # a model thread's last task
+_EXIT = object()  # a worker's last model
 _DONE = object()
 _live: "weakref.WeakSet[ModelThread]" = weakref.WeakSet()
+_workers: "list[_Worker]" = []  # every worker started, for the exit
+_idle: "dict[str, list[_Worker]]" = {}  # workers free for a model, by device
+_pool_lock = threading.Lock()
 _running = threading.local()  # on a model thread: the `_Call` it is running
 
 
@@ -51,29 +61,69 @@ def live_device_types() -> set[mx.DeviceType]:
     return {t.device.type for t in list(_live) if t.alive}
 
 
+def _device_key(device: mx.Device) -> str:
+    return str(device)  # "Device(cpu, 0)": MLX's devices compare equal but hash by identity
+
+
+class _Worker:
+    """A daemon OS thread that serves model threads on one device, one after another."""
+
+    def __init__(self, device: mx.Device):
+        self.device = device
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # model threads to serve, then _EXIT
+        self.serving: ModelThread | None = None
+        self.thread = threading.Thread(target=self._run, name=f"mlx-qwen3-tts-{device}", daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def take(device: mx.Device) -> "_Worker":
+        """An idle worker on `device`, or a new one."""
+        with _pool_lock:
+            idle = _idle.get(_device_key(device))
+            if idle:
+                return idle.pop()
+            worker = _Worker(device)
+            _workers.append(worker)
+            return worker
+
+    def _run(self) -> None:
+        while (model := self.inbox.get()) is not _EXIT:
+            self.serving = model
+            usable = model._serve()
+            self.serving = None
+            del model  # hold no reference to a stopped model while idle
+            if not usable:  # a fresh worker on a device this build lacks: it did no MLX work
+                return
+            with _pool_lock:
+                _idle.setdefault(_device_key(self.device), []).append(self)
+        mx.synchronize()
+        mx.clear_streams()
+
+
 class ModelThread:
-    """Runs callables on one daemon thread whose default stream is on `device`.
+    """Runs callables on one thread whose default stream is on `device` (a reused `_Worker`).
 
     Calls from the thread itself run directly (re-entrant), so methods that call each other
     need no care; calls from any other thread wait for the result or re-raise its exception.
     """
 
-    def __init__(self, device: mx.Device, name: str = "mlx-qwen3-tts"):
+    def __init__(self, device: mx.Device):
         self.device = device
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._lock = threading.Lock()
         self._stopped = False
+        self._released = threading.Event()  # its worker has run its last call
         self._closed = "This model has been closed; load it again."  # what calls get once stopped
-        self._thread.start()
+        self._worker = _Worker.take(device)
+        self._worker.inbox.put(self)
         _live.add(self)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stopped
+        return self._worker.thread.is_alive() and not self._stopped
 
     def on_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        return threading.current_thread() is self._worker.thread and self._worker.serving is self
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` on this thread; its result, or its exception re-raised here."""
@@ -110,24 +160,33 @@ class ModelThread:
                 self.run(inner.close)
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Finish the queued calls, end this thread's MLX work and let it exit."""
+        """Finish the queued calls and their MLX work, and give the worker back."""
         with self._lock:
             if not self._stopped:
                 self._stopped = True
                 self._tasks.put(_STOP)
-        # Joined by every stop, not the first only: a `close()` that gave up on a long generation
-        # must not make the exit's stop skip the wait, or the interpreter can finalize while the
-        # thread still ends its MLX work (an abort: "terminate called without an active exception").
+        # Waited for by every stop, not the first only: a `close()` that gave up on a long
+        # generation must not make the exit's stop skip the wait, or the interpreter can finalize
+        # while the thread still runs MLX work (an abort: "terminate called without an active
+        # exception").
         if not self.on_thread():
-            self._thread.join(timeout)
+            self._released.wait(timeout)
 
-    def _serve(self) -> None:
+    def _serve(self) -> bool:
+        """Run this model's calls on the current (worker) thread until `stop`; False if its
+        device's stream cannot be entered here."""
+        try:
+            return self._serve_in_stream()
+        finally:
+            self._released.set()
+
+    def _serve_in_stream(self) -> bool:
         with ExitStack() as stack:
             try:
                 stack.enter_context(mx.stream(self.device))
             except (RuntimeError, ValueError, IndexError) as e:  # a device this build lacks: no stream
                 self._refuse_all(e)
-                return
+                return False
             while (task := self._tasks.get()) is not _STOP:
                 fn, args, kwargs, future = task
                 if not future.set_running_or_notify_cancel():
@@ -140,7 +199,7 @@ class ModelThread:
                 _running.call = None
                 del task, fn, args, kwargs, future  # hold no references while idle
             mx.synchronize()
-        mx.clear_streams()
+        return True
 
     def _refuse_all(self, error: Exception) -> None:
         # Every call queued or to come fails with the reason, instead of waiting for a thread
@@ -156,6 +215,13 @@ class ModelThread:
 
 @atexit.register
 def _stop_all() -> None:
-    # atexit runs while daemon threads still live: stop each so it clears its streams first.
+    # atexit runs while daemon threads still live: stop each model, then each worker, so that
+    # every thread ends its MLX work and clears its streams before the interpreter finalizes.
     for thread in list(_live):
         thread.stop(timeout=10.0)
+    with _pool_lock:
+        workers = list(_workers)
+    for worker in workers:
+        worker.inbox.put(_EXIT)
+    for worker in workers:
+        worker.thread.join(timeout=10.0)

@@ -22,6 +22,7 @@ nothing (MLX's bundled one) gets the two halves of the output rows on two MLX st
 `bench/kernel_speed.py` measures each formulation; `policy.py` chooses one.
 """
 
+import threading
 from typing import Literal
 
 import mlx.core as mx
@@ -94,6 +95,17 @@ class ThreadedMatvecLinear(nn.Linear):
         return x @ self.weight[rows].T
 
 
+_streams = threading.local()
+
+
+def _second_stream() -> mx.Stream:
+    """This thread's second CPU stream, made once: MLX never ends a stream's native thread, and
+    model threads are reused by the models loaded one after another."""
+    if not hasattr(_streams, "cpu"):
+        _streams.cpu = mx.new_stream(mx.cpu)
+    return _streams.cpu
+
+
 def use_threaded_matvecs(model: nn.Module, matvec: MatvecImpl) -> int:
     """Give every float32 `nn.Linear` of `model` with at least `MATVEC_MIN_OUT` outputs the
     `matvec` formulation, in place, and return how many changed. "two_streams" makes an MLX
@@ -101,7 +113,7 @@ def use_threaded_matvecs(model: nn.Module, matvec: MatvecImpl) -> int:
     the model (its `ModelThread`)."""
     if matvec == "blas":
         return 0
-    stream = mx.new_stream(mx.cpu) if matvec == "two_streams" else None
+    stream = _second_stream() if matvec == "two_streams" else None
     changed = 0
     for _, module in model.named_modules():
         if (type(module) in (nn.Linear, ThreadedMatvecLinear)
