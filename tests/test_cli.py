@@ -504,6 +504,44 @@ def test_a_text_file_with_a_byte_order_mark_is_read_without_it(cv, tmp_path, cap
     np.testing.assert_array_equal(read_pcm(tmp_path / "file.wav")[0], read_pcm(tmp_path / "text.wav")[0])
 
 
+def test_standard_input_with_a_byte_order_mark_is_read_without_it(cv, tmp_path, capsys, monkeypatch):
+    common = ["--model", str(cv), "--speaker", "ryan", "--max-frames", "3", "--seed", "2"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\ufeff" + TEXT))  # piped from a Windows tool
+    for source, out in (([], "stdin.wav"), (["--text", TEXT], "text.wav")):
+        code, err = main_in_process([*common, *source, "--out", str(tmp_path / out)], capsys)
+        assert code == 0, err
+    np.testing.assert_array_equal(read_pcm(tmp_path / "stdin.wav")[0], read_pcm(tmp_path / "text.wav")[0])
+
+
+def test_a_read_only_out_file_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    """The check read the folder's permission only: a read-only file in a writable folder failed
+    after the whole text was spoken. (Stubbed: root may write any file.)"""
+    (tmp_path / "x.wav").write_bytes(b"")
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != tmp_path / "x.wav")
+    code, err = main_in_process(["--model", str(tmp_path / "never-loaded"), "--text", TEXT,
+                                 "--out", str(tmp_path / "x.wav")], capsys)
+    assert code == 2 and "x.wav: the file is not writable" in err and "never-loaded" not in err, err
+
+
+def test_a_write_that_fails_at_close_is_one_line(cv, tmp_path, capsys, monkeypatch):
+    """The last header write comes at close: a full disk there was a raw traceback."""
+
+    class FailsAtClose(sf.SoundFile):
+        def close(self):
+            first = not self.closed
+            super().close()
+            if first:  # not again from __del__
+                raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli.sf, "SoundFile", FailsAtClose)
+    for stream in ([], ["--stream"]):
+        code, err = main_in_process(["--model", str(cv), "--text", TEXT, "--max-frames", "2",
+                                     "--out", str(tmp_path / "x.wav"), *stream], capsys)
+        assert code == 1 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1].endswith(
+            f"error: cannot write --out {tmp_path / 'x.wav'}: [Errno 28] No space left on device")
+
+
 def test_a_format_this_libsndfile_cannot_write_is_refused_before_loading(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sf, "available_formats", lambda: {"WAV": "WAV", "FLAC": "FLAC", "OGG": "OGG"})
     monkeypatch.setattr(sf, "available_subtypes", lambda format_name: {"PCM_16": "", "VORBIS": ""})

@@ -221,6 +221,23 @@ def test_sigterm_ends_a_conversion_as_ctrl_c_does(tiny_q, tmp_path, monkeypatch,
     assert no_staging_left(tmp_path) and signal.getsignal(signal.SIGTERM) is before
 
 
+def test_main_gives_back_the_sigterm_handler_it_found(tmp_path, capsys):
+    """A conversion's own handler stayed installed after main returned (every earlier test left
+    it behind, so the test above could not tell)."""
+    import signal
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        code, _ = run_main(["--hf-path", str(tmp_path / "never-read"), "--mlx-path", str(tmp_path / "out")],
+                           capsys)
+        assert code == 2 and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda d: (d / "link").symlink_to(d / "nowhere"), "it is a symbolic link"),  # dangling
     (lambda d: (d / "link").symlink_to(d), "it is a symbolic link"),  # --force would replace the link

@@ -541,6 +541,7 @@ def test_released_layouts_still_parse(size, variant):
     ({"do_sample": "yes"}, "'do_sample' must be true or false"),
     # It said "`max_frames` must be a positive integer, got -1", a flag the user never passed.
     ({"max_new_tokens": 0}, "'max_new_tokens' must be at least 2, got 0"),
+    ({"max_new_tokens": 1}, "'max_new_tokens' must be at least 2, got 1"),  # 0 frames, not max_frames' fault
     ({"top_p": 0}, r"top_p must be in \(0, 1\]"),
     ({"repetition_penalty": 1e-40}, "repetition_penalty must be between"),
 ])
@@ -567,9 +568,12 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
     ("vocab.json", "{", "vocab.json is not valid JSON"),
     ("vocab.json", '["a"]', "must map each token to a non-negative integer id"),
     ("vocab.json", '{"a": "1"}', "must map each token to a non-negative integer id"),
+    ("vocab.json", '{"a": -1}', "must map each token to a non-negative integer id"),  # tokenizers: TypeError
     ("merges.txt", "#version: 0.2\na b c\n", r"merges.txt line 2: 'a b c' is not a merge"),
     ("merges.txt", "lonely\n", r"merges.txt line 1: 'lonely' is not a merge"),
     ("merges.txt", "\u0120 zzzq\n", "is not a merge of two tokens of vocab.json"),
+    # Both halves in the vocabulary, their merge not: tokenizers panics (a BaseException).
+    ("merges.txt", "#version: 0.2\nQ X\n", "is not a merge of two tokens of vocab.json into a third"),
     ("merges.txt", b"\xff\xfe", "merges.txt cannot be read"),
     ("tokenizer_config.json", "[1]", "tokenizer_config.json must hold a JSON object"),
     ("tokenizer_config.json", '{"added_tokens_decoder": {"x": {"content": "<a>"}}}',
@@ -577,6 +581,8 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
     ("tokenizer_config.json", '{"added_tokens_decoder": {"5": {"special": true}}}',
      "added_tokens_decoder must map ids"),
     ("tokenizer_config.json", '{"added_tokens_decoder": {"5": {"content": 7}}}',
+     "whose 'content' is not a non-empty string"),
+    ("tokenizer_config.json", '{"added_tokens_decoder": {"5": {"content": ""}}}',  # silently dropped
      "whose 'content' is not a non-empty string"),
 ])
 def test_bad_text_tokenizer_files_are_model_load_errors(checkpoint, tmp_path, name, content, match):

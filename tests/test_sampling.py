@@ -121,6 +121,15 @@ def test_rows_of_a_batch_filter_with_their_own_settings():
     assert np.isfinite(batch).sum(axis=-1)[:2].tolist() == [5, 2048]
 
 
+def test_a_top_k_past_the_vocabulary_keeps_every_id_beside_a_filtering_row():
+    """top_k >= V means no filtering, also in a batch where another row filters (where the clamp
+    to V decides; alone, such a row skips top-k altogether)."""
+    logits = mx.array(np.random.default_rng(3).normal(0, 3, (2, 2048)).astype(np.float32))
+    rows = [SamplerSettings(1.0, 2**31, 1.0), SamplerSettings(1.0, 2, 1.0)]
+    kept = np.isfinite(np.array(filter_logits(logits, RowSettings.of(rows, 2048)))).sum(axis=-1)
+    assert kept.tolist() == [2048, 2]
+
+
 def test_a_draw_of_zero_never_picks_an_id_of_zero_probability(monkeypatch):
     """Inverting the CDF: the first id whose cumulative probability exceeds u. With u == 0 a
     leading id that was filtered out (its cumulative probability is 0 too) is not it."""
