@@ -467,6 +467,15 @@ def test_a_checkpoint_field_is_named_as_in_its_file_not_as_a_flag(checkpoint, tm
     assert code == 2 and "--max-frames" in err, err
 
 
+def assert_a_full_disk_is_one_line(cv: Path, tmp_path: Path, capsys) -> None:
+    for stream in ([], ["--stream"]):
+        code, err = main_in_process(["--model", str(cv), "--text", TEXT, "--max-frames", "2",
+                                     "--out", str(tmp_path / "x.wav"), *stream], capsys)
+        assert code == 1 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1].endswith(
+            f"error: cannot write --out {tmp_path / 'x.wav'}: [Errno 28] No space left on device")
+
+
 def test_an_unusable_out_is_refused_before_loading_and_a_failed_write_is_one_line(cv, tmp_path, capsys,
                                                                                   monkeypatch):
     """--out naming a folder failed only after the whole text was spoken, with a raw
@@ -485,12 +494,7 @@ def test_an_unusable_out_is_refused_before_loading_and_a_failed_write_is_one_lin
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(cli.sf, "SoundFile", full_disk)
-    for stream in ([], ["--stream"]):
-        code, err = main_in_process(["--model", str(cv), "--text", TEXT, "--max-frames", "2",
-                                     "--out", str(tmp_path / "x.wav"), *stream], capsys)
-        assert code == 1 and "Traceback" not in err, err
-        assert err.strip().splitlines()[-1].endswith(
-            f"error: cannot write --out {tmp_path / 'x.wav'}: [Errno 28] No space left on device")
+    assert_a_full_disk_is_one_line(cv, tmp_path, capsys)
 
 
 def test_a_text_file_with_a_byte_order_mark_is_read_without_it(cv, tmp_path, capsys):
@@ -534,12 +538,7 @@ def test_a_write_that_fails_at_close_is_one_line(cv, tmp_path, capsys, monkeypat
                 raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(cli.sf, "SoundFile", FailsAtClose)
-    for stream in ([], ["--stream"]):
-        code, err = main_in_process(["--model", str(cv), "--text", TEXT, "--max-frames", "2",
-                                     "--out", str(tmp_path / "x.wav"), *stream], capsys)
-        assert code == 1 and "Traceback" not in err, err
-        assert err.strip().splitlines()[-1].endswith(
-            f"error: cannot write --out {tmp_path / 'x.wav'}: [Errno 28] No space left on device")
+    assert_a_full_disk_is_one_line(cv, tmp_path, capsys)
 
 
 def test_a_format_this_libsndfile_cannot_write_is_refused_before_loading(tmp_path, capsys, monkeypatch):
