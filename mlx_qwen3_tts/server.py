@@ -16,9 +16,9 @@ preflight, and no CORS header is ever sent), and by default only loopback `Host`
 answered (against DNS rebinding; `allowed_hosts` adds names).
 
 pcm, wav, mp3 and opus are encoded and sent chunk by chunk as `stream_generate` yields them (wav
-with an 'unknown length' header, mp3 at a constant bit rate, opus in Ogg pages of about a second
-each); flac is sent whole when done, because its header must hold the length.
-`stream_format="sse"` wraps the same bytes in OpenAI's events.
+with an 'unknown length' header, mp3 at a constant bit rate, opus in Ogg pages of 80 ms); flac is
+sent whole when done, because its header must hold the length. `stream_format="sse"` wraps the
+same bytes in OpenAI's events.
 
 Needs the `server` extra: pip install 'mlx-qwen3-tts[server]'.
 """
@@ -99,6 +99,7 @@ RETRY_AFTER = 1  # seconds a client told 429 waits before trying again (the open
 SHUTDOWN_GRACE = 5  # seconds streams in progress get to finish at shutdown; then they are cut
 BACKLOG = 2048  # uvicorn's
 MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
+OGG_PAGE_MS = 80.0  # an Opus page per frame of audio: each chunk goes out as it is encoded
 FORMATS = ("mp3", "opus", "wav", "flac", "pcm")
 CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "wav": "audio/wav", "flac": "audio/flac",
                  "pcm": "audio/pcm"}
@@ -253,12 +254,14 @@ class _StreamSink(io.RawIOBase):
 
 class _CompressedEncoder:
     """MP3 (constant bit rate, so decoders can estimate its length) or Ogg Opus, encoded chunk
-    by chunk; libsndfile hands out Ogg pages of about a second of audio each."""
+    by chunk."""
 
     def __init__(self, response_format: str, sample_rate: int):
         self.sink = _StreamSink()
         format_name, subtype, settings = ENCODED[response_format]
         self.file = sf.SoundFile(self.sink, "w", sample_rate, 1, subtype, format=format_name, **settings)
+        if format_name == "OGG":
+            _set_ogg_page_latency(self.file, OGG_PAGE_MS)
 
     def feed(self, audio: np.ndarray) -> bytes:
         if audio.size:
@@ -285,6 +288,18 @@ class _FlacEncoder:
         sf.write(buf, np.concatenate(self.parts or [np.zeros(0, np.float32)]), self.sample_rate,
                  format="FLAC", subtype="PCM_16")
         return buf.getvalue()
+
+
+SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302  # sndfile.h (libsndfile 1.2.0)
+
+
+def _set_ogg_page_latency(file: sf.SoundFile, ms: float) -> None:
+    """Close an Ogg page every `ms` of audio. libsndfile's default, about a second, held each
+    stream's audio back that long; soundfile has no call for it, so this goes through its cffi
+    handle (private names: without them, or on an older libsndfile, pages keep the default)."""
+    ffi, lib, handle = getattr(sf, "_ffi", None), getattr(sf, "_snd", None), getattr(file, "_file", None)
+    if ffi is not None and lib is not None and handle is not None:
+        lib.sf_command(handle, SFC_SET_OGG_PAGE_LATENCY_MS, ffi.new("double *", ms), ffi.sizeof("double"))
 
 
 @cache

@@ -366,6 +366,17 @@ def test_a_long_mp3_stream_keeps_only_what_it_has_not_sent():
     assert sr == SR and 61 * SR <= len(audio) <= 61 * SR + 2400
 
 
+def test_opus_pages_go_out_with_each_chunk():
+    """libsndfile's default Ogg page held about a second of audio: a stream's first second of
+    opus came out only after it had all been generated."""
+    encoder = server._encoder("opus", SR)
+    chunk = np.sin(np.arange(2 * 1920) * 0.05).astype(np.float32)  # 2 frames, 160 ms
+    sent = [encoder.feed(chunk) for _ in range(8)]
+    assert all(sent), [len(b) for b in sent]
+    audio, sr = sf.read(io.BytesIO(b"".join([*sent, encoder.finish()])), dtype="float32")
+    assert sr == SR and len(audio) == 8 * len(chunk)
+
+
 @pytest.mark.parametrize("fmt", ["mp3", "opus"])
 def test_a_format_refused_clearly_without_libsndfile_support(client, monkeypatch, fmt):
     monkeypatch.setattr(server, "encodable", lambda response_format: response_format != fmt)
