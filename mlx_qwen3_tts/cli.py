@@ -3,9 +3,10 @@
     mlx-qwen3-tts --text "Hello there." --out hello.wav
     echo "Hello there." | mlx-qwen3-tts --speaker ryan --stream --play
 
-A thin layer over the public API: every mode runs `Qwen3TTS.stream_generate`, whose chunks drive
-the progress line and, with `--stream`, are written (and played) as they arrive. `[INFO]` lines,
-the progress line and errors go to standard error; standard output carries only the listings.
+A thin layer over the public API: every mode runs `Qwen3TTS.stream_generate` (`stream_dialogue`
+with `--script`), whose chunks drive the progress line and, with `--stream`, are written (and
+played) as they arrive. `[INFO]` lines, the progress line and errors go to standard error;
+standard output carries only the listings.
 Exit status: 0 done, 1 the library failed (bad checkpoint or audio), 2 bad arguments.
 """
 
@@ -43,6 +44,7 @@ from . import (
     __version__,
     check_voice_name,
     is_voice_path,
+    list_voices,
     new_seed,
     parse_script,
     voice_path,
@@ -254,6 +256,7 @@ def _check_args(args: argparse.Namespace) -> None:
             _check_file("--voice", args.voice)
         else:
             _check_voice_name("--voice", args.voice)
+            _check_saved_voice(args.voice)
     _check_file("--text-file", None if args.text_file == "-" else args.text_file)
     if args.out is not None:
         _check_out(args.out)
@@ -299,6 +302,14 @@ def _check_voice_name(flag_name: str, value: str) -> None:
         check_voice_name(value)
     except AudioError as e:
         raise UsageError(f"{flag_name}: {_message(e)}") from e
+
+
+def _check_saved_voice(name: str) -> None:
+    path = voice_path(name)
+    if not path.exists():
+        saved = ", ".join(list_voices()) or "none"
+        raise UsageError(f"--voice {name}: no saved voice of that name in {path.parent} (saved: {saved}); "
+                         "save one with --ref-audio FILE --save-voice NAME, or give a voice file's path.")
 
 
 def _saved_voice_file(value: str) -> Path:

@@ -3,8 +3,8 @@
 `Engine` is what every synthesis path runs on (`Qwen3TTS`, `TextStream`, the server): the model,
 its request builder, the voice prefixes' KV caches and the speech tokenizer. Audio is assembled
 in one way for every path: frames are grouped into chunks (`Chunker`), decoded by a streaming
-decoder, and the pieces of a split text are crossfaded (`Joiner`); one-shot calls collect the
-same stream, so streamed and one-shot audio are the same.
+decoder, and the pieces of a split text are crossfaded (`Joiner`); one-shot calls decode each
+piece at once, which the streaming decoder reproduces chunk by chunk to float32 rounding.
 """
 
 import time

@@ -198,8 +198,9 @@ class Qwen3TTS:
         """Synthesize one utterance as a stream of audio chunks, decoded while generating.
 
         The first chunk holds `first_chunk_frames` frames (short time to first audio), the
-        following ones `chunk_frames` (80 ms each). The concatenated chunks equal
-        `generate(..., decode_mode="exact")` for the same arguments and seed. Keyword arguments
+        following ones `chunk_frames` (80 ms a frame: the default 12 is 0.96 s). The
+        concatenated chunks equal `generate(..., decode_mode="exact")` for the same arguments and
+        seed, to float32 rounding (see the README's "Decoding"). Keyword arguments
         are those of `generate`; argument errors are raised here, before the first chunk.
         """
         first_chunk_frames, chunk_frames = check_chunk_sizes(first_chunk_frames, chunk_frames)

@@ -1,7 +1,8 @@
 """Languages and speakers of the released checkpoints (dossier §4.4), parsed from strings.
 
-The enums are conveniences over the released names; a checkpoint's own config is the authority
-(fine-tuned CustomVoice models add speakers), so the model accepts any name its config knows.
+The enums are conveniences over the released names. For speakers a checkpoint's own config is
+the authority (fine-tuned CustomVoice models add speakers), so the model accepts any speaker its
+config knows; languages are the released set (`Language`), each only if the config has it.
 """
 
 from enum import Enum

@@ -208,7 +208,7 @@ def test_a_voice_saved_by_name_is_reused_by_name(base, tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--voice", "bad name!"], "--voice: Voice name 'bad name!' is not valid"),
-    (["--voice", "nobody"], "No saved voice named 'nobody'"),
+    (["--voice", "nobody"], "--voice nobody: no saved voice of that name"),  # exit 1 before
     (["--ref-audio", "ref.wav", "--save-voice", "a\nb"], "--save-voice: Voice name"),
 ])
 def test_voice_names_are_checked(base, tmp_path, capsys, monkeypatch, argv, message):
@@ -216,7 +216,7 @@ def test_voice_names_are_checked(base, tmp_path, capsys, monkeypatch, argv, mess
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLX_QWEN3_TTS_VOICES", str(tmp_path / "voices"))
     code, err = main_in_process(["--model", str(base), "--text", TEXT, *argv], capsys)
-    assert code in (1, 2) and message in err.splitlines()[-1] and "Traceback" not in err
+    assert code == 2 and message in err.splitlines()[-1] and "Traceback" not in err
 
 
 def test_save_voice_only_when_there_is_no_text(base, tmp_path, capsys, monkeypatch):
@@ -345,6 +345,7 @@ def test_library_error_exits_1_with_a_traceback_only_when_verbose(tmp_path, caps
     (["--text", "hi", "--ref-text", "words"], "pass --ref-audio too"),
     (["--text", "hi", "--save-voice", "v.safetensors"], "pass --ref-audio too"),
     (["--text", "hi", "--ref-audio", "missing.wav"], "no such file"),
+    (["--text", "hi", "--voice", "never_saved_x9"], "--voice never_saved_x9: no saved voice of that name"),
     (["--text-file", "missing.txt"], "no such file"),
     (["--text", "hi", "--speaker", "ryan", "--voice", "v.safetensors"], "pick one"),
     (["--text", "hi", "--ref-audio", "a.wav", "--voice", "v.safetensors"], "not allowed with"),
