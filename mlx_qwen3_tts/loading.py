@@ -163,8 +163,10 @@ def load(
     except BaseException:
         thread.stop()
         raise
-    # The thread stops (clearing its MLX streams) once nothing uses the model any more.
-    weakref.finalize(tts.engine, thread.stop, None)
+    # The thread's worker goes back to the pool once nothing uses the model any more. Without
+    # waiting: the collector may run this on any thread, even another model's in a call. Not at
+    # exit either, where `runtime` stops every model itself.
+    weakref.finalize(tts.engine, thread.stop, 0).atexit = False
     return tts
 
 

@@ -37,6 +37,7 @@ _live: "weakref.WeakSet[ModelThread]" = weakref.WeakSet()
 _workers: "list[_Worker]" = []  # every worker started, for the exit
 _idle: "dict[str, list[_Worker]]" = {}  # workers free for a model, by device
 _pool_lock = threading.Lock()
+_exiting = False  # set by `_stop_all`: no worker is handed out after it
 _running = threading.local()  # on a model thread: the `_Call` it is running
 
 
@@ -79,6 +80,8 @@ class _Worker:
     def take(device: mx.Device) -> "_Worker":
         """An idle worker on `device`, or a new one."""
         with _pool_lock:
+            if _exiting:  # the workers are gone, and a new one would never clear its streams
+                raise RuntimeError("The interpreter is exiting: no model can be loaded now.")
             idle = _idle.get(_device_key(device))
             if idle:
                 return idle.pop()
@@ -93,6 +96,8 @@ class _Worker:
             self.serving = None
             del model  # hold no reference to a stopped model while idle
             if not usable:  # a fresh worker on a device this build lacks: it did no MLX work
+                with _pool_lock:
+                    _workers.remove(self)
                 return
             with _pool_lock:
                 _idle.setdefault(_device_key(self.device), []).append(self)
@@ -113,6 +118,7 @@ class ModelThread:
         self._lock = threading.Lock()
         self._stopped = False
         self._released = threading.Event()  # its worker has run its last call
+        self._current: _Call | None = None  # the call its worker runs now
         self._closed = "This model has been closed; load it again."  # what calls get once stopped
         self._worker = _Worker.take(device)
         self._worker.inbox.put(self)
@@ -191,12 +197,12 @@ class ModelThread:
                 fn, args, kwargs, future = task
                 if not future.set_running_or_notify_cancel():
                     continue
-                _running.call = future
+                _running.call = self._current = future
                 try:
                     future.set_result(fn(*args, **kwargs))
                 except BaseException as e:  # handed to the caller, who re-raises it
                     future.set_exception(e)
-                _running.call = None
+                _running.call = self._current = None
                 del task, fn, args, kwargs, future  # hold no references while idle
             mx.synchronize()
         return True
@@ -217,10 +223,21 @@ class ModelThread:
 def _stop_all() -> None:
     # atexit runs while daemon threads still live: stop each model, then each worker, so that
     # every thread ends its MLX work and clears its streams before the interpreter finalizes.
-    for thread in list(_live):
-        thread.stop(timeout=10.0)
+    # Only daemon threads can still be waiting for a call here (the interpreter has joined the
+    # others), and they die with it: their calls are abandoned, so a generation ends at its next
+    # frame instead of holding the exit until its last one.
+    global _exiting
     with _pool_lock:
+        _exiting = True
+        _idle.clear()
         workers = list(_workers)
+    threads = list(_live)
+    for thread in threads:
+        call = thread._current
+        if call is not None:
+            call.abandoned = True
+    for thread in threads:
+        thread.stop(timeout=10.0)
     for worker in workers:
         worker.inbox.put(_EXIT)
     for worker in workers:

@@ -21,6 +21,7 @@ from .generate import Frame, FrameLoop, PrefixCache, PrefixStore, Row, generate_
 from .models.qwen3_tts import Model
 from .prompt import PromptEmbedder
 from .request import GenerationConfig, Job, Request, RequestBuilder
+from .runtime import check_abandoned
 from .speech_tokenizer import SpeechTokenizer, StreamingDecoder
 from .text_tokenizer import TextTokenizer
 from .timescale import TimeStretcher, time_stretch
@@ -295,6 +296,7 @@ class Engine:
             joiner.next_piece()
             audio.append(joiner.push(self.decode(piece, request, job.decode_mode),
                                      i == len(job.requests) - 1))
+            check_abandoned()  # a long text's next piece is not wanted either
             codes.append(piece)
             reasons.append(reason)
             mx.clear_cache()
@@ -313,6 +315,7 @@ class Engine:
         mx.reset_peak_memory()
         results = []
         for request, (codes, reason) in zip(job.requests, self.codes(job.requests)):
+            check_abandoned()  # between the rows' decodes
             warn_runaway(reason)
             audio = self.decode(codes, request, job.decode_mode)
             if job.speed != 1.0:

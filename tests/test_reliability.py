@@ -4,6 +4,7 @@ calls."""
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -208,3 +209,88 @@ def test_a_call_abandoned_before_it_starts_never_runs():
     worker.join()
     assert thread.run(lambda: "next") == "next" and ran == []
     thread.stop()
+
+
+def test_ctrl_c_during_a_pieces_decode_stops_before_the_next_piece(never_stops, counted_steps, monkeypatch):
+    """The frame loop checked for an abandoned call, but a long text's next pieces still ran."""
+    from mlx_qwen3_tts.synthesis import Engine
+
+    steps, _ = counted_steps
+    decoding, decode = threading.Event(), Engine.decode
+
+    def slow_decode(self, *args, **kwargs):
+        decoding.set()
+        time.sleep(1.0)  # the Ctrl-C lands here
+        return decode(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "decode", slow_decode)
+    text = " ".join(f"Sentence number {i} of a text long enough to be spoken in pieces." for i in range(15))
+    assert len(split_text(text)) >= 3
+    short = qt.RunawayGuard(base_frames=4, frames_per_token=0.0)  # each piece ends after 4 frames
+    with ctrl_c_when(decoding), pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+        warnings.simplefilter("ignore", qt.RunawayWarning)
+        never_stops.generate(text, speaker="vivian", seed=0, runaway_guard=short)
+    monkeypatch.setattr(Engine, "decode", decode)
+    assert never_stops.generate("hi.", speaker="vivian", seed=0, max_frames=3).frames == 3
+    assert len(steps) == 2  # the first piece's frame loop, then the call after it
+
+
+def test_ctrl_c_during_a_batch_rows_decode_skips_the_other_rows(never_stops, monkeypatch):
+    from mlx_qwen3_tts.synthesis import Engine
+
+    decoding, decoded, decode = threading.Event(), [], Engine.decode
+
+    def counted_decode(self, *args, **kwargs):
+        decoded.append(1)
+        if len(decoded) == 1:
+            decoding.set()
+            time.sleep(1.0)  # the Ctrl-C lands here
+        return decode(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "decode", counted_decode)
+    with ctrl_c_when(decoding), pytest.raises(KeyboardInterrupt):
+        never_stops.generate_batch(["one.", "two.", "three."], speaker="vivian", seed=0, max_frames=3)
+    assert never_stops.generate("hi.", speaker="vivian", seed=0, max_frames=3).frames == 3
+    assert len(decoded) == 2  # the first row's, then the call after it's
+
+
+EXIT_CODE = """
+    import sys, threading, time
+    import mlx_qwen3_tts as qt
+    tts = qt.load(sys.argv[1], dtype="float32")
+    threading.Thread(target=tts.generate, args=("hi.",), daemon=True,
+                     kwargs=dict(speaker="vivian", max_frames=3000, runaway_guard=False)).start()
+    time.sleep(2.0)  # generating by now (a stream would not hold the exit: each chunk is a call)
+    print("exiting", flush=True)
+    """
+
+
+def test_exit_does_not_wait_for_a_daemon_threads_generation(checkpoint):
+    """The exit waited for the generation's last frame (40 s for 1,500 tiny frames), and the
+    bound under that wait would have aborted ('terminate called', rc 134) at 10 s."""
+    folder = checkpoint("tiny-0.6b", "custom_voice", eos_scale=0.0)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(EXIT_CODE), str(folder)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and "exiting" in proc.stdout, proc.stderr
+    assert "terminate called" not in proc.stderr
+    assert time.perf_counter() - start < 30
+
+
+def test_a_load_after_the_exit_has_stopped_every_model_is_refused(checkpoint):
+    """An exit hook that ran after the library's hung on a pooled worker that had exited."""
+    code = """
+        import atexit, sys
+        def late():  # registered first: runs after the library's own exit hook
+            try:
+                qt.load(sys.argv[1], dtype="float32")
+            except RuntimeError as e:
+                print("refused:", e, flush=True)
+        atexit.register(late)
+        import mlx_qwen3_tts as qt
+        qt.load(sys.argv[1], dtype="float32").close()  # its worker waits in the pool
+        """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(checkpoint())],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: The interpreter is exiting" in proc.stdout, (proc.stdout, proc.stderr)
