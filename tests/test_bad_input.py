@@ -164,3 +164,16 @@ def test_truncated_checkpoint_folder(tmp_path, checkpoint):
     (folder / "model.safetensors").unlink()
     with pytest.raises(qt.ModelLoadError, match="has no model.safetensors"):
         qt.load(folder)
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    (dict(temperature=-0.5), "temperature"), (dict(temperature=1e-40), "temperature"),
+    (dict(top_k=-1), "top_k"), (dict(top_p=0.0), "top_p"),
+    (dict(subtalker_temperature=-1), "subtalker_temperature"),
+    (dict(subtalker_temperature=1e-40), "subtalker_temperature"),
+    (dict(subtalker_top_k=-2), "subtalker_top_k"), (dict(subtalker_top_p=0.0), "subtalker_top_p"),
+])
+def test_sampling_errors_carry_their_param(cv, kwargs, param):
+    with pytest.raises(qt.SynthesisError) as info:
+        cv.generate(TEXT, speaker="vivian", max_frames=2, **kwargs)
+    assert info.value.param == param

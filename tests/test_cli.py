@@ -162,6 +162,7 @@ def test_compressed_out_streamed(cv, tmp_path, suffix, format_name, fidelity):
     info = sf.info(tmp_path / ("f" + suffix))
     expected = qt.load(cv).generate(TEXT, speaker="serena", max_frames=6, seed=2).audio
     assert info.format == format_name and info.samplerate == 24000 and info.frames == len(expected)
+    assert info.subtype == {".mp3": "MPEG_LAYER_III", ".opus": "OPUS"}[suffix]
     heard = sf.read(tmp_path / ("f" + suffix), dtype="float32")[0]
     assert np.corrcoef(heard, np.clip(expected, -1, 1))[0, 1] > fidelity  # lossy, but the same audio
 
@@ -549,3 +550,26 @@ def test_a_format_this_libsndfile_cannot_write_is_refused_before_loading(tmp_pat
         code, err = main_in_process(["--model", str(tmp_path / "never-loaded"), "--text", "hi",
                                      "--out", str(tmp_path / ("x" + suffix))], capsys)
         assert code == 2 and f"cannot write {suffix}; use .wav" in err.splitlines()[-1], err
+
+
+def test_unknown_saved_voice_lists_the_saved_ones(tmp_path, capsys, monkeypatch):
+    from safetensors.numpy import save_file
+
+    from mlx_qwen3_tts.voice_prompt import FORMAT
+
+    voices = tmp_path / "voices"
+    monkeypatch.setenv("MLX_QWEN3_TTS_VOICES", str(voices))
+    argv = ["--model", str(tmp_path / "never-loaded"), "--text", "hi", "--voice", "bob"]
+    code, err = main_in_process(argv, capsys)
+    assert code == 2 and "(saved: none)" in err, err
+    voices.mkdir()
+    save_file({"x": np.zeros(1, np.float32)}, str(voices / "alice.safetensors"), metadata={"format": FORMAT})
+    code, err = main_in_process(argv, capsys)
+    assert code == 2 and "(saved: alice)" in err, err
+
+
+@pytest.mark.parametrize("name", ["x.WAV", "x.Mp3", "x.OPUS"])
+def test_an_upper_case_suffix_is_accepted(tmp_path, capsys, name):
+    code, err = main_in_process(["--model", str(tmp_path / "never-loaded"), "--text", "hi",
+                                 "--out", str(tmp_path / name)], capsys)
+    assert code == 1 and "no such folder" in err and "Traceback" not in err, err

@@ -125,6 +125,8 @@ def test_each_format_decodes_to_the_library_audio(client, reference, fmt):
         return
     audio, sr = sf.read(io.BytesIO(data), dtype="float32")
     assert sr == SR and audio.ndim == 1
+    assert sf.info(io.BytesIO(data)).subtype == {"wav": "PCM_16", "flac": "PCM_16", "mp3": "MPEG_LAYER_III",
+                                                 "opus": "OPUS"}[fmt]
     if fmt in ("mp3", "opus"):  # mp3's encoder delay, padding and silent info frame add under 0.1 s
         assert n <= len(audio) <= n + 2400
     else:
@@ -891,3 +893,39 @@ def test_a_new_stream_joins_while_others_speak(cv, widest):
     assert_pcm_close(first, np.clip(cv.generate(TEXT, speaker="ryan", seed=7, max_frames=60).audio, -1, 1))
     late_alone = cv.generate("a late arrival.", speaker="sohee", seed=8, max_frames=60).audio
     assert_pcm_close(second, np.clip(late_alone, -1, 1))
+
+
+def test_stream_sink_drops_rewrites_of_sent_bytes():
+    sink = server._StreamSink()
+    sink.write(b"0123456789")
+    assert sink.take() == b"0123456789"
+    sink.write(b"abcd")
+    assert sink.seek(0, io.SEEK_END) == 14  # the whole file's length, sent bytes included
+    sink.seek(0)
+    sink.write(b"XYZ")  # wholly sent: dropped, without an error
+    sink.seek(8)
+    sink.write(b"QRSTU")  # straddles what was sent: only its unsent part lands
+    assert sink.tell() == 13
+    assert sink.take() == b"STUd"
+
+
+def test_encodable_checks_the_subtype(monkeypatch):
+    monkeypatch.setattr(sf, "available_formats", lambda: {"WAV": "", "FLAC": "", "OGG": ""})
+    monkeypatch.setattr(sf, "available_subtypes", lambda format_name=None: {"PCM_16": "", "VORBIS": ""})
+    server.encodable.cache_clear()
+    try:
+        assert not server.encodable("opus") and not server.encodable("mp3")
+        assert server.encodable("wav") and server.encodable("flac") and server.encodable("pcm")
+    finally:
+        server.encodable.cache_clear()
+
+
+@pytest.mark.parametrize("fmt,content_type", [
+    ("mp3", "audio/mpeg"), ("opus", "audio/ogg"), ("wav", "audio/wav"),
+    ("flac", "audio/flac"), ("pcm", "audio/pcm"),
+])
+def test_each_format_has_its_content_type(client, fmt, content_type):
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=TEXT, response_format=fmt, extra_body={"seed": SEED},
+    ) as response:
+        assert response.headers["content-type"] == content_type
