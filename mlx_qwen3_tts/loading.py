@@ -218,7 +218,9 @@ def _load(folder: Path, policy: ComputePolicy, thread: ModelThread) -> Qwen3TTS:
     speech_folder = speech_tokenizer_folder(folder)
     speech = SpeechTokenizer.from_pretrained(speech_folder, policy=policy)
     _check_codec_fits(model.config, speech, speech_folder)
-    policy.wire(model, speech.model)
+    unwire = policy.wire(model, speech.model)
+    if unwire is not None:
+        thread.at_stop(unwire)
     log.info("Loaded %s: %s", folder.name, policy.describe(model.stored_dtype))
     return Qwen3TTS.build(
         model=model,

@@ -14,7 +14,7 @@ device, `runtime.ModelThread`):
   cos and sin computed once per step for every block (`models/base.py`, `rope_rows`);
 * the codec's convolutions (MLX's kernels on a GPU, BLAS matmuls on the CPU) and SnakeBeta (the
   GPU's fused sin, NumPy's SIMD sin on the CPU) and, on the CPU, MLX's buffer cache;
-* on Metal, the wired-memory limit for the model's weights.
+* on Metal, the wired-memory limit for the model's weights, given back when the last model stops.
 
 A converted folder records only how its weights are stored; how they are computed is decided
 here, for the device at hand.
@@ -22,6 +22,8 @@ here, for the device at hand.
 
 import logging
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -35,6 +37,31 @@ from .models.codec.layers import ConvImpl, SnakeImpl, use_impls
 from .models.cpu_matmul import MatvecImpl, use_float32_matmuls, use_threaded_matvecs
 
 log = logging.getLogger("mlx_qwen3_tts")
+
+
+class _Wiring:
+    """MLX's wired limit is one per process: raised while any model is wired, then put back."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.models = 0
+        self.unwired = 0  # the limit before the first model was wired
+
+    def wire(self, limit: int) -> None:
+        with self.lock:
+            previous = mx.set_wired_limit(limit)
+            if self.models == 0:
+                self.unwired = previous
+            self.models += 1
+
+    def unwire(self) -> None:
+        with self.lock:
+            self.models -= 1
+            if self.models == 0:
+                mx.set_wired_limit(self.unwired)
+
+
+_wiring = _Wiring()
 
 
 def parse_device(device: str | mx.Device | None) -> mx.Device:
@@ -159,10 +186,12 @@ class ComputePolicy:
         if not self.on_gpu:
             _keep_freed_buffers()
 
-    def wire(self, *models: nn.Module) -> None:
-        """On Metal, keep the weights wired (resident) while generating, as mlx-lm does."""
+    def wire(self, *models: nn.Module) -> Callable[[], None] | None:
+        """On Metal, keep the weights wired (resident) while the model lives, as mlx-lm does while
+        it generates. Returns what to call once the model has stopped: the last wired model to
+        stop gives the limit back to what it was (None off Metal)."""
         if not (self.on_gpu and mx.metal.is_available()):
-            return
+            return None
         size = sum(v.nbytes for m in models for _, v in tree_flatten(m.parameters()))
         # `mx.device_info`, not `mx.metal.device_info`: MLX 0.32 prints a deprecation notice for
         # the latter, which every Mac user would see at each load.
@@ -171,7 +200,8 @@ class ComputePolicy:
             log.warning("The model needs %.1f GB, close to this Mac's recommended working set of %.1f GB: "
                         "generation may be slow; try a quantized or smaller checkpoint.", size / 1e9,
                         limit / 1e9)
-        mx.set_wired_limit(limit)
+        _wiring.wire(limit)
+        return _wiring.unwire
 
     def describe(self, stored: mx.Dtype) -> str:
         """One line: device, the talker's dtypes, and the BLAS under float32 products."""

@@ -119,6 +119,7 @@ class ModelThread:
         self._stopped = False
         self._released = threading.Event()  # its worker has run its last call
         self._current: _Call | None = None  # the call its worker runs now
+        self._at_stop: list[Callable[[], None]] = []
         self._closed = "This model has been closed; load it again."  # what calls get once stopped
         self._worker = _Worker.take(device)
         self._worker.inbox.put(self)
@@ -165,6 +166,10 @@ class ModelThread:
             if self.alive or self.on_thread():
                 self.run(inner.close)
 
+    def at_stop(self, fn: Callable[[], None]) -> None:
+        """Run `fn()` on this thread once its last call and that call's MLX work are done."""
+        self._at_stop.append(fn)
+
     def stop(self, timeout: float | None = 30.0) -> None:
         """Finish the queued calls and their MLX work, and give the worker back."""
         with self._lock:
@@ -205,6 +210,8 @@ class ModelThread:
                 _running.call = self._current = None
                 del task, fn, args, kwargs, future  # hold no references while idle
             mx.synchronize()
+            for fn in self._at_stop:
+                fn()
         return True
 
     def _refuse_all(self, error: Exception) -> None:

@@ -119,13 +119,51 @@ def test_wiring_on_metal_uses_the_current_device_info_api(monkeypatch, caplog):
                         {"max_recommended_working_set_size": 1000})
     monkeypatch.setattr(mx, "set_wired_limit", lambda limit: wired.append(limit) or 0)
     policy = qt.ComputePolicy.choose(mx.gpu)
-    policy.wire(nn.Linear(8, 8, bias=False))  # 256 bytes: far from the limit
+    unwire = [policy.wire(nn.Linear(8, 8, bias=False))]  # 256 bytes: far from the limit
     assert (asked, wired) == ([policy.device], [1000])
     with caplog.at_level(logging.WARNING, logger="mlx_qwen3_tts"):
-        policy.wire(nn.Linear(16, 16, bias=False))  # 1,024 bytes > 0.9 x 1,000
+        unwire.append(policy.wire(nn.Linear(16, 16, bias=False)))  # 1,024 bytes > 0.9 x 1,000
     assert wired == [1000, 1000] and "recommended working set" in caplog.text
     qt.ComputePolicy.choose(mx.cpu).wire(nn.Linear(8, 8))  # the CPU never wires
     assert wired == [1000, 1000]
+    for fn in unwire:  # the models stop: the limit goes back
+        fn()
+    assert wired == [1000, 1000, 0]
+
+
+def test_the_wired_limit_is_given_back_when_the_last_wired_model_stops(monkeypatch):
+    """It stayed at the working-set size for the process's life after every model was closed."""
+    limit = {"now": 7}
+
+    def set_wired_limit(new):
+        old, limit["now"] = limit["now"], new
+        return old
+
+    monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+    monkeypatch.setattr(mx, "device_info", lambda d=None: {"max_recommended_working_set_size": 1000})
+    monkeypatch.setattr(mx, "set_wired_limit", set_wired_limit)
+    policy = qt.ComputePolicy.choose(mx.gpu)
+    first, second = policy.wire(nn.Linear(8, 8)), policy.wire(nn.Linear(8, 8))
+    assert limit["now"] == 1000
+    first()
+    assert limit["now"] == 1000  # the other model still runs
+    second()
+    assert limit["now"] == 7
+    assert qt.ComputePolicy.choose(mx.cpu).wire(nn.Linear(8, 8)) is None
+
+
+def test_a_models_unwiring_runs_on_its_thread_when_it_stops(checkpoint, monkeypatch):
+    """After its last call's MLX work: MLX's wired limit must not change under a computation."""
+    import threading
+
+    ran = []
+    monkeypatch.setattr(qt.ComputePolicy, "wire", lambda self, *models: lambda: ran.append(
+        threading.current_thread().name))
+    tts = qt.load(checkpoint(), dtype="float32")
+    tts.generate("Hi.", speaker="vivian", max_frames=2)
+    assert ran == []
+    tts.close()
+    assert ran == ["mlx-qwen3-tts-Device(cpu, 0)"]
 
 
 def test_models_on_two_kinds_of_device_are_refused_in_one_process(checkpoint):
