@@ -12,10 +12,12 @@ the native thread of a thread's CPU stream (`mx.clear_streams()` does not, 0.32.
 OpenMP team of a thread that called it, so an OS thread per loaded model leaked 1-2 native
 threads and 3-40 MB with every load and close. A `_Worker` serves one model thread at a time,
 from its `mx.stream(device)` to its stop, then waits for the next model on that device; at exit
-each worker synchronizes and clears its streams. A caller that stops
-waiting (Ctrl-C while `generate` runs) abandons its call: one not started never runs, one that
-runs ends at its next `check_abandoned()` (the frame loop calls it every frame), so the thread
-is free for the next call within a frame instead of finishing audio nobody will read.
+each worker synchronizes and clears its streams.
+
+A caller that stops waiting (Ctrl-C while `generate` runs) abandons its call: one not started
+never runs, one that runs ends at its next `check_abandoned()` (the frame loop calls it every
+frame), so the thread is free for the next call within a frame instead of finishing audio nobody
+will read.
 """
 
 import atexit
