@@ -93,16 +93,20 @@ class _Worker:
 
     def _run(self) -> None:
         while (model := self.inbox.get()) is not _EXIT:
-            self.serving = model
-            usable = model._serve()
-            self.serving = None
+            self.serving, usable = model, False
+            try:
+                usable = model._serve()
+            finally:
+                self.serving = None
+                with _pool_lock:  # back in the pool before `stop()` returns: a load right after reuses it
+                    if usable:
+                        _idle.setdefault(_device_key(self.device), []).append(self)
+                    else:  # a fresh worker on a device this build lacks: it did no MLX work
+                        _workers.remove(self)
+                model._released.set()
             del model  # hold no reference to a stopped model while idle
-            if not usable:  # a fresh worker on a device this build lacks: it did no MLX work
-                with _pool_lock:
-                    _workers.remove(self)
+            if not usable:
                 return
-            with _pool_lock:
-                _idle.setdefault(_device_key(self.device), []).append(self)
         mx.synchronize()
         mx.clear_streams()
 
@@ -188,12 +192,6 @@ class ModelThread:
     def _serve(self) -> bool:
         """Run this model's calls on the current (worker) thread until `stop`; False if its
         device's stream cannot be entered here."""
-        try:
-            return self._serve_in_stream()
-        finally:
-            self._released.set()
-
-    def _serve_in_stream(self) -> bool:
         with ExitStack() as stack:
             try:
                 stack.enter_context(mx.stream(self.device))
