@@ -7,6 +7,7 @@ load_mkl()
 
 # ruff: noqa: E402
 
+from .audio import can_write
 from .dialogue import DialogueResult, Timeline, Turn, TurnTiming, parse_script
 from .errors import (
     AudioError,
@@ -66,6 +67,7 @@ __all__ = [
     "VoiceCloneUnsupportedError",
     "VoicePrompt",
     "__version__",
+    "can_write",
     "check_voice_name",
     "is_voice_path",
     "list_voices",

@@ -179,6 +179,12 @@ def _check_regular_file(name: str) -> None:
         raise AudioError(f"cannot read audio file {name!r}: it is not a regular file; pass an audio file.")
 
 
+def can_write(format_name: str, subtype: str) -> bool:
+    """Whether this libsndfile writes soundfile's `format_name` with `subtype` (MP3 needs
+    libsndfile 1.1, Opus 1.0.29; soundfile's wheels bundle a recent one)."""
+    return format_name in sf.available_formats() and subtype in sf.available_subtypes(format_name)
+
+
 def read_audio(
     path: str | os.PathLike, max_seconds: float | None = MAX_REFERENCE_SECONDS
 ) -> tuple[np.ndarray, int]:

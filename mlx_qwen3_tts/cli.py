@@ -42,6 +42,7 @@ from . import (
     UnsupportedLanguageError,
     VoicePrompt,
     __version__,
+    can_write,
     check_voice_name,
     is_voice_path,
     list_voices,
@@ -205,16 +206,14 @@ def _check_file(flag: str, path: str | None) -> None:
 
 def _check_out(path: str) -> None:
     out = Path(path)
-    if out.suffix.lower() not in FORMATS:
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
         raise UsageError(
             f"--out {path}: unknown audio format {out.suffix!r}; use one of {', '.join(FORMATS)}."
         )
-    format_name, subtype = FORMATS[out.suffix.lower()]
-    # MP3 needs libsndfile 1.1, Opus 1.0.29: soundfile's wheels bundle a recent one.
-    if format_name not in sf.available_formats() or subtype not in sf.available_subtypes(format_name):
+    if not can_write(*FORMATS[suffix]):
         raise UsageError(f"--out {path}: this libsndfile ({sf.__libsndfile_version__}) cannot write "
-                         f"{out.suffix.lower()}; use .wav, or install soundfile's wheel "
-                         "(pip install -U soundfile).")
+                         f"{suffix}; use .wav, or install soundfile's wheel (pip install -U soundfile).")
     if not out.parent.is_dir():
         raise UsageError(f"--out {path}: folder {out.parent} does not exist.")
     # Found before the model loads and the text is spoken, not when the audio is written.

@@ -56,6 +56,7 @@ from . import (
     Qwen3TTSError,
     UnknownSpeakerError,
     VoicePrompt,
+    can_write,
     check_voice_name,
     list_voices,
     new_seed,
@@ -100,6 +101,7 @@ SHUTDOWN_GRACE = 5  # seconds streams in progress get to finish at shutdown; the
 BACKLOG = 2048  # uvicorn's
 MP3_LEVEL = 0.5  # libsndfile compression level: 80 kbit/s constant bit rate at 24 kHz mono
 OGG_PAGE_MS = 80.0  # an Opus page per frame of audio: each chunk goes out as it is encoded
+SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302  # sndfile.h (libsndfile 1.2.0)
 FORMATS = ("mp3", "opus", "wav", "flac", "pcm")
 CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "wav": "audio/wav", "flac": "audio/flac",
                  "pcm": "audio/pcm"}
@@ -290,9 +292,6 @@ class _FlacEncoder:
         return buf.getvalue()
 
 
-SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302  # sndfile.h (libsndfile 1.2.0)
-
-
 def _set_ogg_page_latency(file: sf.SoundFile, ms: float) -> None:
     """Close an Ogg page every `ms` of audio. libsndfile's default, about a second, held each
     stream's audio back that long; soundfile has no call for it, so this goes through its cffi
@@ -304,12 +303,11 @@ def _set_ogg_page_latency(file: sf.SoundFile, ms: float) -> None:
 
 @cache
 def encodable(response_format: str) -> bool:
-    """Whether this libsndfile writes `response_format` (MP3 needs 1.1.0, Opus 1.0.29;
-    soundfile's wheels bundle a recent one)."""
+    """Whether this libsndfile writes `response_format` (`can_write`)."""
     if response_format not in ENCODED:
         return True  # written by this module or as FLAC, which every libsndfile writes
     format_name, subtype, _ = ENCODED[response_format]
-    return format_name in sf.available_formats() and subtype in sf.available_subtypes(format_name)
+    return can_write(format_name, subtype)
 
 
 def _encoder(response_format: str, sample_rate: int):
